@@ -1,0 +1,123 @@
+//! `tabos`: the command line of a tabos node. See `tabos --help`.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tabos_client::{Client, Error, DEFAULT_SOCKET};
+
+/// Talk to a tabos node: status, procedure calls and the key-value table.
+#[derive(Parser, Debug)]
+#[command(name = "tabos", version, about)]
+struct Cli {
+    /// Unix socket of the node (default: $TABOS_CONNECT, else /tmp/tabos.sock).
+    #[arg(long, global = true, env = "TABOS_CONNECT", default_value = DEFAULT_SOCKET)]
+    connect: PathBuf,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Show the node, its partitions and cores, and per-partition call counts. Exits
+    /// 1 when the node is unreachable.
+    Status,
+    /// Call a procedure by name (`null`, `echo`) and print its reply.
+    Call {
+        /// Procedure name.
+        name: String,
+        /// Argument text passed as the payload (e.g. for `echo`).
+        #[arg(default_value = "")]
+        payload: String,
+        /// Partition to run on.
+        #[arg(long, default_value_t = 0)]
+        partition: u32,
+    },
+    /// The key-value table (partitioned on the key).
+    #[command(subcommand)]
+    Kv(KvCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum KvCommand {
+    /// Store VALUE under KEY.
+    Put { key: String, value: String },
+    /// Print the value under KEY; exits 1 if there is none.
+    Get { key: String },
+    /// Delete KEY; exits 1 if there was none.
+    Del { key: String },
+}
+
+fn run(cli: Cli) -> Result<ExitCode, Error> {
+    let mut client = Client::connect(&cli.connect)?;
+    match cli.command {
+        Command::Status => {
+            let stats = client.status()?;
+            println!(
+                "node {}: reachable at {}, {} partitions",
+                client.node_id(),
+                cli.connect.display(),
+                stats.len()
+            );
+            println!(
+                "{:>9}  {:>6}  {:>7}  {:>12}  {:>8}",
+                "partition", "core", "clients", "calls", "errors"
+            );
+            for s in stats {
+                let core = if s.core == u32::MAX {
+                    "-".to_string()
+                } else {
+                    s.core.to_string()
+                };
+                println!(
+                    "{:>9}  {:>6}  {:>7}  {:>12}  {:>8}",
+                    s.partition, core, s.clients, s.calls, s.errors
+                );
+            }
+        }
+        Command::Call {
+            name,
+            payload,
+            partition,
+        } => {
+            let registry = tabos_procs::registry();
+            let Some(def) = registry.by_name(&name) else {
+                let names: Vec<&str> = registry.iter().map(|d| d.name).collect();
+                eprintln!(
+                    "tabos: no procedure named `{name}`; known: {}",
+                    names.join(", ")
+                );
+                return Ok(ExitCode::from(2));
+            };
+            let reply = client.call(def.id, partition, payload.as_bytes())?;
+            println!("{}", String::from_utf8_lossy(&reply));
+        }
+        Command::Kv(KvCommand::Put { key, value }) => {
+            client.kv_put(key.as_bytes(), value.as_bytes())?
+        }
+        Command::Kv(KvCommand::Get { key }) => match client.kv_get(key.as_bytes())? {
+            Some(value) => println!("{}", String::from_utf8_lossy(&value)),
+            None => {
+                eprintln!("tabos: no value under key `{key}`");
+                return Ok(ExitCode::from(1));
+            }
+        },
+        Command::Kv(KvCommand::Del { key }) => {
+            if !client.kv_delete(key.as_bytes())? {
+                eprintln!("tabos: no value under key `{key}`");
+                return Ok(ExitCode::from(1));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("tabos: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

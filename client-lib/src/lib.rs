@@ -1,0 +1,26 @@
+//! tabos client library: what a task links to call procedures on a tabos node.
+//!
+//! ```no_run
+//! let mut client = tabos_client::Client::connect("/tmp/tabos.sock")?;
+//! client.kv_put(b"greeting", b"hello")?;
+//! assert_eq!(client.kv_get(b"greeting")?, Some(b"hello".to_vec()));
+//! # Ok::<(), tabos_client::Error>(())
+//! ```
+//!
+//! - [`Client`]: connect over the node's Unix socket and shared-memory rings; a
+//!   synchronous [`Client::call`]; a pipelined [`Client::submit`] / [`Client::wait`].
+//! - [`kv`](Client::kv_put) and [`status`](Client::status): typed wrappers.
+//! - [`Error`]: transport failure versus business [`Status`].
+
+mod error;
+mod shm;
+mod typed;
+
+pub use error::Error;
+pub use shm::{Client, Completion};
+pub use tabos_procs::builtin::PartitionStats;
+pub use tabos_procs::ids;
+pub use tabos_transport::Status;
+
+/// Socket used when neither `--connect` nor `TABOS_CONNECT` names one.
+pub const DEFAULT_SOCKET: &str = "/tmp/tabos.sock";

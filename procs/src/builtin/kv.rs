@@ -1,0 +1,219 @@
+//! Key-value procedures. Arguments: `bytes(key)` then, for puts, the value as the rest
+//! of the payload. `kv_*` must run on the key's partition (else `WrongPartition`).
+
+use crate::schema::PartitionDb;
+use tabos_engine::{ArgReader, Ctx, Row};
+use tabos_transport::wire::partition_for_key;
+use tabos_transport::Status;
+
+/// Longest key accepted.
+pub const KEY_BYTES_MAX: usize = 1024;
+
+/// One key-value row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KvRow {
+    /// The key (primary key and partitioning key).
+    pub key: Vec<u8>,
+    /// The value.
+    pub value: Vec<u8>,
+}
+
+impl Row for KvRow {
+    type Key = Vec<u8>;
+    type SortKey = ();
+
+    fn key(&self) -> Vec<u8> {
+        self.key.clone()
+    }
+}
+
+/// Encode the arguments of a kv procedure.
+pub fn kv_args(key: &[u8], value: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + key.len() + value.len());
+    tabos_engine::put_bytes(&mut out, key);
+    out.extend_from_slice(value);
+    out
+}
+
+/// Decode `bytes(key)` and the rest; check the key's length.
+fn decode(args: &[u8]) -> Result<(&[u8], &[u8]), Status> {
+    let mut reader = ArgReader::new(args);
+    let key = reader.bytes()?;
+    if key.len() > KEY_BYTES_MAX {
+        return Err(Status::BadArgs);
+    }
+    Ok((key, reader.rest()?))
+}
+
+fn decode_local<'a>(ctx: &Ctx<'a, PartitionDb>) -> Result<(&'a [u8], &'a [u8]), Status> {
+    let (key, rest) = decode(ctx.args)?;
+    if partition_for_key(key, ctx.partition_count) != ctx.partition {
+        return Err(Status::WrongPartition);
+    }
+    Ok((key, rest))
+}
+
+pub(super) fn kv_put(ctx: &mut Ctx<'_, PartitionDb>) -> Result<(), Status> {
+    let (key, value) = decode_local(ctx)?;
+    ctx.db.kv.upsert(KvRow {
+        key: key.to_vec(),
+        value: value.to_vec(),
+    })?;
+    Ok(())
+}
+
+pub(super) fn kv_get(ctx: &mut Ctx<'_, PartitionDb>) -> Result<(), Status> {
+    let (key, rest) = decode_local(ctx)?;
+    if !rest.is_empty() {
+        return Err(Status::BadArgs);
+    }
+    let row = ctx.db.kv.get(&key.to_vec()).ok_or(Status::NotFound)?;
+    ctx.reply.extend_from_slice(&row.value);
+    Ok(())
+}
+
+pub(super) fn kv_delete(ctx: &mut Ctx<'_, PartitionDb>) -> Result<(), Status> {
+    let (key, rest) = decode_local(ctx)?;
+    if !rest.is_empty() {
+        return Err(Status::BadArgs);
+    }
+    ctx.db.kv.delete(&key.to_vec()).ok_or(Status::NotFound)?;
+    Ok(())
+}
+
+pub(super) fn rkv_put(ctx: &mut Ctx<'_, PartitionDb>) -> Result<(), Status> {
+    let (key, value) = decode(ctx.args)?;
+    ctx.db.rkv.upsert(KvRow {
+        key: key.to_vec(),
+        value: value.to_vec(),
+    })?;
+    Ok(())
+}
+
+pub(super) fn rkv_get(ctx: &mut Ctx<'_, PartitionDb>) -> Result<(), Status> {
+    let (key, rest) = decode(ctx.args)?;
+    if !rest.is_empty() {
+        return Err(Status::BadArgs);
+    }
+    let row = ctx.db.rkv.get(&key.to_vec()).ok_or(Status::NotFound)?;
+    ctx.reply.extend_from_slice(&row.value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ids, registry, DbLimits};
+    use rand::{Rng, SeedableRng};
+    use std::collections::HashMap;
+    use tabos_engine::{execute, Caller, Schema};
+
+    fn run(
+        db: &mut PartitionDb,
+        id: u32,
+        partition: u32,
+        parts: u32,
+        args: &[u8],
+    ) -> (Status, Vec<u8>) {
+        let reg = registry();
+        let def = reg.get(id).expect("registered");
+        let mut reply = Vec::new();
+        let mut ctx = Ctx {
+            db,
+            partition,
+            partition_count: parts,
+            caller: Caller { uid: 0, pid: 0 },
+            args,
+            reply: &mut reply,
+            max_reply_bytes: 1 << 20,
+        };
+        let status = execute(def, &mut ctx);
+        (status, reply)
+    }
+
+    #[test]
+    fn kv_matches_a_hashmap_model() {
+        let parts = 1;
+        let mut db = PartitionDb::new(DbLimits::default());
+        let mut model: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        for _ in 0..5000 {
+            let key = vec![rng.gen_range(0..50u8)];
+            match rng.gen_range(0..3) {
+                0 => {
+                    let value: Vec<u8> = (0..rng.gen_range(0..20)).map(|_| rng.gen()).collect();
+                    let (s, _) = run(&mut db, ids::KV_PUT, 0, parts, &kv_args(&key, &value));
+                    assert_eq!(s, Status::Ok);
+                    model.insert(key, value);
+                }
+                1 => {
+                    let (s, reply) = run(&mut db, ids::KV_GET, 0, parts, &kv_args(&key, b""));
+                    match model.get(&key) {
+                        Some(v) => assert_eq!((s, &reply), (Status::Ok, v)),
+                        None => assert_eq!(s, Status::NotFound),
+                    }
+                }
+                _ => {
+                    let (s, _) = run(&mut db, ids::KV_DELETE, 0, parts, &kv_args(&key, b""));
+                    let expect = if model.remove(&key).is_some() {
+                        Status::Ok
+                    } else {
+                        Status::NotFound
+                    };
+                    assert_eq!(s, expect);
+                }
+            }
+            db.check_consistency().unwrap();
+        }
+        assert_eq!(db.kv.len(), model.len());
+    }
+
+    #[test]
+    fn bad_arguments_and_wrong_partition_change_nothing() {
+        let mut db = PartitionDb::new(DbLimits::default());
+        assert_eq!(run(&mut db, ids::KV_PUT, 0, 1, &[1, 2]).0, Status::BadArgs);
+        assert_eq!(
+            run(&mut db, ids::KV_PUT, 0, 1, &[255, 255, 255, 255]).0,
+            Status::BadArgs
+        );
+        let long = vec![0u8; KEY_BYTES_MAX + 1];
+        assert_eq!(
+            run(&mut db, ids::KV_PUT, 0, 1, &kv_args(&long, b"v")).0,
+            Status::BadArgs
+        );
+        let key = b"k";
+        let owner = partition_for_key(key, 4);
+        let other = (owner + 1) % 4;
+        assert_eq!(
+            run(&mut db, ids::KV_PUT, other, 4, &kv_args(key, b"v")).0,
+            Status::WrongPartition
+        );
+        assert_eq!(
+            run(&mut db, ids::KV_PUT, owner, 4, &kv_args(key, b"v")).0,
+            Status::Ok
+        );
+        assert_eq!(
+            run(&mut db, ids::ECHO, 0, 1, b"hi"),
+            (Status::Ok, b"hi".to_vec())
+        );
+        assert_eq!(db.kv.len(), 1);
+    }
+
+    #[test]
+    fn full_table_is_reported() {
+        let mut db = PartitionDb::new(DbLimits {
+            kv_rows_max: 2,
+            rkv_rows_max: 2,
+        });
+        for (i, want) in [Status::Ok, Status::Ok, Status::TableFull]
+            .into_iter()
+            .enumerate()
+        {
+            assert_eq!(
+                run(&mut db, ids::KV_PUT, 0, 1, &kv_args(&[i as u8], b"v")).0,
+                want
+            );
+        }
+        assert_eq!(db.kv.len(), 2);
+    }
+}

@@ -1,0 +1,193 @@
+//! Settings of one tabosd process, validated at parse time.
+//!
+//! Cluster-wide settings (must agree across nodes: the partition count) are kept apart
+//! from per-process ones (socket path, cores, ring sizes).
+
+use clap::Parser;
+use std::path::PathBuf;
+use tabos_transport::segment::{SegmentShape, PARTITIONS_MAX};
+use tabos_transport::wire::HEADER_SIZE;
+
+/// Default Unix socket of a node.
+pub const DEFAULT_SOCKET: &str = "/tmp/tabos.sock";
+
+/// tabosd: the tabos server. One thread per partition, pinned to a core, owning its
+/// rows; local tasks call procedures through shared-memory rings set up over a Unix
+/// socket.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "tabosd", version, about, long_about = None)]
+pub struct Config {
+    /// Unix socket where local clients connect. Removed on shutdown.
+    #[arg(long, default_value = DEFAULT_SOCKET, env = "TABOS_SOCKET")]
+    pub socket: PathBuf,
+
+    /// Number of partitions (one pinned thread each). Default: one per available core.
+    #[arg(long)]
+    pub partitions: Option<u32>,
+
+    /// Cores to pin partition threads to, e.g. `0,1` or `2-5`; partition i gets the
+    /// i-th listed core, wrapping around. Default: spread over the available cores.
+    #[arg(long, value_parser = parse_core_list)]
+    pub cores: Option<Vec<usize>>,
+
+    /// Do not pin partition threads to cores.
+    #[arg(long)]
+    pub no_pin: bool,
+
+    /// Size of each shared-memory ring in KiB (a power of two, >= 64). Each client
+    /// gets a request and a response ring per partition.
+    #[arg(long, default_value_t = 4096)]
+    pub ring_kib: usize,
+
+    /// Largest request or reply payload in bytes. At most half a ring minus 32.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub max_payload_bytes: u32,
+
+    /// Most shared-memory clients connected at once; later ones are refused.
+    #[arg(long, default_value_t = 1024)]
+    pub clients_max: usize,
+
+    /// Most rows of the key-value table per partition.
+    #[arg(long, default_value_t = 10_000_000)]
+    pub kv_rows_max: usize,
+
+    /// This node's id in its cluster.
+    #[arg(long, default_value_t = 0)]
+    pub node_id: u32,
+
+    /// Microseconds a partition spins on empty rings before it sleeps on its doorbell.
+    #[arg(long, default_value_t = 100)]
+    pub spin_us: u64,
+}
+
+/// Parse `0,2,4-7` into a list of core ids.
+pub fn parse_core_list(text: &str) -> Result<Vec<usize>, String> {
+    let mut cores = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let bad = || format!("bad core list `{text}`: expected e.g. `0,1` or `2-5`");
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (usize, usize) =
+                    (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+                if a > b {
+                    return Err(bad());
+                }
+                cores.extend(a..=b);
+            }
+            None => cores.push(part.parse().map_err(|_| bad())?),
+        }
+    }
+    if cores.is_empty() {
+        return Err("core list is empty".into());
+    }
+    Ok(cores)
+}
+
+/// Settings after defaults are resolved and checked.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// The parsed flags.
+    pub config: Config,
+    /// Partition count.
+    pub partition_count: u32,
+    /// Core per partition (`None`: unpinned).
+    pub cores: Vec<Option<usize>>,
+    /// Shape of every client's segment.
+    pub shape: SegmentShape,
+}
+
+impl Config {
+    /// Fill in defaults and check every setting; the error says what to change.
+    pub fn resolve(self) -> Result<Resolved, String> {
+        let available = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let partition_count = self.partitions.unwrap_or(available as u32);
+        if partition_count == 0 || partition_count > PARTITIONS_MAX {
+            return Err(format!(
+                "--partitions must be 1..={PARTITIONS_MAX}, got {partition_count}"
+            ));
+        }
+        let ring_bytes = self
+            .ring_kib
+            .checked_mul(1024)
+            .ok_or_else(|| "--ring-kib is too large".to_string())?;
+        let shape = SegmentShape {
+            partition_count,
+            ring_bytes,
+        };
+        shape.validate().map_err(|e| format!("--ring-kib: {e}"))?;
+        if self.max_payload_bytes as usize > ring_bytes / 2 - HEADER_SIZE {
+            return Err(format!(
+                "--max-payload-bytes {} does not fit a {} KiB ring: raise --ring-kib or lower the payload",
+                self.max_payload_bytes, self.ring_kib
+            ));
+        }
+        if self.clients_max == 0 {
+            return Err("--clients-max must be at least 1".into());
+        }
+        let cores = if self.no_pin {
+            vec![None; partition_count as usize]
+        } else {
+            let list = self
+                .cores
+                .clone()
+                .unwrap_or_else(|| (0..available).collect());
+            if let Some(bad) = list.iter().find(|c| **c >= available.max(1024)) {
+                return Err(format!("--cores: core {bad} does not exist"));
+            }
+            (0..partition_count as usize)
+                .map(|i| Some(list[i % list.len()]))
+                .collect()
+        };
+        Ok(Resolved {
+            config: self,
+            partition_count,
+            cores,
+            shape,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn core_lists_parse() {
+        assert_eq!(parse_core_list("0,2-4").unwrap(), vec![0, 2, 3, 4]);
+        assert!(parse_core_list("3-1").is_err());
+        assert!(parse_core_list("x").is_err());
+        assert!(parse_core_list("").is_err());
+    }
+
+    #[test]
+    fn bad_settings_are_refused_with_a_reason() {
+        let base = Config::parse_from(["tabosd"]);
+        assert!(Config {
+            partitions: Some(0),
+            ..base.clone()
+        }
+        .resolve()
+        .is_err());
+        assert!(Config {
+            ring_kib: 100,
+            ..base.clone()
+        }
+        .resolve()
+        .is_err());
+        assert!(Config {
+            ring_kib: 64,
+            max_payload_bytes: 1 << 20,
+            ..base.clone()
+        }
+        .resolve()
+        .is_err());
+        let ok = Config {
+            partitions: Some(3),
+            cores: Some(vec![1]),
+            ..base
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(ok.cores, vec![Some(1), Some(1), Some(1)]);
+    }
+}

@@ -1,0 +1,125 @@
+//! tabosd, the tabos server: one pinned thread per partition in a shared-nothing node,
+//! serving compiled procedures to local tasks over shared-memory rings.
+//!
+//! - [`config`]: flags and their validation.
+//! - [`partition`]: the partition thread and its event loop.
+//! - [`listener`]: the Unix-socket listener, handshake and client liveness.
+//! - [`inbox`], [`port`], [`broadcast`]: how threads reach a partition, a client's
+//!   rings on one partition, and ordered writes to replicated tables.
+
+pub mod broadcast;
+pub mod config;
+pub mod inbox;
+pub mod listener;
+pub mod partition;
+pub mod port;
+
+use config::Resolved;
+use inbox::Inbox;
+use listener::Listener;
+use partition::{NodeShared, Partition};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+use tabos_procs::{DbLimits, PartitionDb};
+use tabos_transport::doorbell::EventFd;
+
+/// A running node.
+#[derive(Debug)]
+pub struct Server {
+    socket_path: PathBuf,
+    stop: Arc<EventFd>,
+    listener: Option<std::thread::JoinHandle<()>>,
+    partitions: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// Bind the socket, refusing to steal it from a live server; a stale file is removed.
+fn bind_socket(path: &Path) -> Result<UnixListener, String> {
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(format!(
+                "{} is served by a running tabosd; stop it or pick another --socket",
+                path.display()
+            ));
+        }
+        std::fs::remove_file(path)
+            .map_err(|e| format!("cannot remove stale socket {}: {e}", path.display()))?;
+    }
+    UnixListener::bind(path).map_err(|e| format!("cannot bind {}: {e}", path.display()))
+}
+
+impl Server {
+    /// Start the node: partitions, then the listener. `signals`, if given, is a
+    /// signalfd whose readiness starts shutdown.
+    pub fn start(resolved: &Resolved, signals: Option<OwnedFd>) -> Result<Server, String> {
+        let config = &resolved.config;
+        let listener = bind_socket(&config.socket)?;
+        let mut inboxes = Vec::new();
+        for _ in 0..resolved.partition_count {
+            inboxes.push(Arc::new(Inbox::new().map_err(|e| format!("eventfd: {e}"))?));
+        }
+        let node = Arc::new(NodeShared {
+            inboxes,
+            coordinator: Default::default(),
+            registry: tabos_procs::registry(),
+            node_id: config.node_id,
+            max_payload_bytes: config.max_payload_bytes as usize,
+            spin: Duration::from_micros(config.spin_us),
+            stopping: AtomicBool::new(false),
+        });
+        let limits = DbLimits {
+            kv_rows_max: config.kv_rows_max,
+            ..DbLimits::default()
+        };
+        let mut partitions = Vec::new();
+        for (id, core) in resolved.cores.iter().copied().enumerate() {
+            let node = node.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("partition-{id}"))
+                .spawn(move || {
+                    Partition::new(id as u32, core, PartitionDb::new(limits), node).run()
+                })
+                .map_err(|e| format!("cannot start partition thread: {e}"))?;
+            partitions.push(handle);
+        }
+        let stop = Arc::new(EventFd::new().map_err(|e| format!("eventfd: {e}"))?);
+        let listener = Listener::new(
+            listener,
+            stop.clone(),
+            signals,
+            node,
+            resolved.shape,
+            config.clients_max,
+        )
+        .map_err(|e| format!("listener: {e}"))?;
+        let listener = std::thread::Builder::new()
+            .name("listener".into())
+            .spawn(move || listener.run())
+            .map_err(|e| format!("cannot start listener thread: {e}"))?;
+        Ok(Server {
+            socket_path: config.socket.clone(),
+            stop,
+            listener: Some(listener),
+            partitions,
+        })
+    }
+
+    /// Ask the node to stop (as SIGTERM does).
+    pub fn request_stop(&self) {
+        self.stop.notify();
+    }
+
+    /// Wait until the node has stopped: in-flight calls answered, socket removed.
+    pub fn join(mut self) {
+        if let Some(listener) = self.listener.take() {
+            let _ = listener.join();
+        }
+        let _ = std::fs::remove_file(&self.socket_path);
+        for partition in self.partitions.drain(..) {
+            let _ = partition.join();
+        }
+    }
+}

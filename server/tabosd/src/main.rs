@@ -1,0 +1,66 @@
+//! `tabosd`: start one tabos node. See `tabosd --help`.
+
+use clap::Parser;
+use std::os::fd::{FromRawFd, OwnedFd};
+use tabos_server::config::Config;
+use tabos_server::Server;
+
+/// Block SIGINT and SIGTERM in every thread and return a signalfd that reports them,
+/// so shutdown is an ordinary event in the listener's poll loop.
+fn signal_fd() -> std::io::Result<OwnedFd> {
+    // SAFETY: sigset_t is plain data initialised by sigemptyset; the calls only touch
+    // that local set and this process's signal mask (before any thread is spawned).
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let fd = libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(OwnedFd::from_raw_fd(fd))
+    }
+}
+
+fn main() {
+    let config = Config::parse();
+    let resolved = match config.resolve() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("tabosd: {e}");
+            std::process::exit(2);
+        }
+    };
+    let signals = match signal_fd() {
+        Ok(fd) => fd,
+        Err(e) => {
+            eprintln!("tabosd: cannot set up signal handling: {e}");
+            std::process::exit(1);
+        }
+    };
+    let server = match Server::start(&resolved, Some(signals)) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("tabosd: {e}");
+            std::process::exit(1);
+        }
+    };
+    let cores: Vec<String> = resolved
+        .cores
+        .iter()
+        .map(|c| c.map_or("unpinned".to_string(), |c| c.to_string()))
+        .collect();
+    eprintln!(
+        "tabosd: node {} serving {} partitions (cores {}) at {}",
+        resolved.config.node_id,
+        resolved.partition_count,
+        cores.join(","),
+        resolved.config.socket.display()
+    );
+    server.join();
+    eprintln!("tabosd: stopped");
+}

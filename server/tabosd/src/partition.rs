@@ -1,0 +1,420 @@
+//! The partition thread: the only owner of its rows, running one procedure at a time.
+//!
+//! Its loop is a short list of phases (see [`Partition::run`]): housekeeping, drain and
+//! execute, make durable (the command log of a later issue goes here), reply, idle.
+//! Replies are written into the response rings as requests execute but only published
+//! in the reply phase, so nothing leaves before the batch is logged.
+
+use crate::broadcast::{BroadcastJob, Coordinator};
+use crate::inbox::{Command, Inbox};
+use crate::port::Port;
+use std::sync::atomic::{fence, AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tabos_engine::{execute, Caller, Ctx, Registry, Scope};
+use tabos_procs::builtin::PartitionStats;
+use tabos_procs::{ids, PartitionDb};
+use tabos_transport::ring::RingError;
+use tabos_transport::wire::{Header, FLAG_RESPONSE};
+use tabos_transport::Status;
+
+/// Requests taken from one client's ring before moving to the next client.
+pub const DRAIN_BATCH_MAX: usize = 256;
+
+/// What every partition thread of a node shares.
+#[derive(Debug)]
+pub struct NodeShared {
+    /// One inbox per partition, indexed by partition id.
+    pub inboxes: Vec<Arc<Inbox>>,
+    /// Orders replicated writes.
+    pub coordinator: Coordinator,
+    /// The compiled procedures.
+    pub registry: Registry<PartitionDb>,
+    /// Node id reported in statistics.
+    pub node_id: u32,
+    /// Largest request or reply payload.
+    pub max_payload_bytes: usize,
+    /// How long an idle partition spins before sleeping.
+    pub spin: Duration,
+    /// Set once shutdown has begun.
+    pub stopping: AtomicBool,
+}
+
+/// A replicated write this partition received and must answer.
+#[derive(Debug)]
+struct PendingBroadcast {
+    job: Arc<BroadcastJob>,
+    client_id: u64,
+    request: Header,
+}
+
+/// State of one partition thread. Built on, and never leaves, its thread.
+pub struct Partition {
+    id: u32,
+    core: Option<usize>,
+    db: PartitionDb,
+    node: Arc<NodeShared>,
+    ports: Vec<Port>,
+    pending: Vec<PendingBroadcast>,
+    commands: Vec<Command>,
+    payload: Vec<u8>,
+    reply: Vec<u8>,
+    calls: u64,
+    errors: u64,
+    shutting_down: bool,
+    // Partition state is owned by one thread: keep the type !Send.
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl std::fmt::Debug for Partition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Partition")
+            .field("id", &self.id)
+            .field("clients", &self.ports.len())
+            .finish()
+    }
+}
+
+impl Partition {
+    /// The state of partition `id`, to be called on the thread that will run it.
+    pub fn new(id: u32, core: Option<usize>, db: PartitionDb, node: Arc<NodeShared>) -> Partition {
+        assert!(
+            (id as usize) < node.inboxes.len(),
+            "partition id out of range"
+        );
+        Partition {
+            id,
+            core,
+            db,
+            node,
+            ports: Vec::new(),
+            pending: Vec::new(),
+            commands: Vec::new(),
+            payload: Vec::new(),
+            reply: Vec::new(),
+            calls: 0,
+            errors: 0,
+            shutting_down: false,
+            _not_send: std::marker::PhantomData,
+        }
+    }
+
+    fn partition_count(&self) -> u32 {
+        self.node.inboxes.len() as u32
+    }
+
+    fn inbox(&self) -> &Inbox {
+        &self.node.inboxes[self.id as usize]
+    }
+
+    /// Serve until shutdown. Runs on the partition's own (pinned) thread.
+    pub fn run(mut self) {
+        if let Some(core) = self.core {
+            // Build the CoreId from the configured core: get_core_ids() only lists the
+            // cores of the current mask.
+            if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+                eprintln!(
+                    "tabosd: partition {} could not pin to core {core}; running unpinned",
+                    self.id
+                );
+            }
+        }
+        let mut idle_since: Option<Instant> = None;
+        let mut idle_turns: u32 = 0;
+        loop {
+            // 1. Housekeeping: attach/detach clients, run replicated writes in order.
+            let mut work = self.housekeeping();
+            // 2. Drain the rings and execute; replies are written but not yet visible.
+            work += self.drain_and_execute();
+            // 3. Durability: the command log is flushed here (a later issue).
+            // 4. Reply: publish response rings and wake sleeping clients.
+            self.publish_replies();
+            work += self.answer_finished_broadcasts();
+            if self.shutting_down
+                && work == 0
+                && self.pending.is_empty()
+                && !self.inbox().has_pending()
+            {
+                break;
+            }
+            // 5. Idle: spin a bounded time, then sleep on the doorbell.
+            if work > 0 {
+                idle_since = None;
+                idle_turns = 0;
+                continue;
+            }
+            idle_turns = idle_turns.wrapping_add(1);
+            if !idle_turns.is_multiple_of(64) {
+                std::hint::spin_loop();
+                continue;
+            }
+            let since = *idle_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= self.node.spin && !self.shutting_down {
+                self.sleep();
+                idle_since = None;
+            }
+        }
+        self.publish_replies();
+    }
+
+    /// Apply inbox commands and run queued broadcast jobs. Returns work done.
+    fn housekeeping(&mut self) -> usize {
+        if !self.inbox().has_pending() {
+            return 0;
+        }
+        let mut commands = std::mem::take(&mut self.commands);
+        self.inbox().take_commands(&mut commands);
+        let mut work = commands.len();
+        for command in commands.drain(..) {
+            match command {
+                Command::Attach(port) => self.ports.push(*port),
+                Command::Detach(client_id) => self.ports.retain(|p| p.client_id != client_id),
+                Command::Shutdown => self.shutting_down = true,
+            }
+        }
+        self.commands = commands;
+        let node = self.node.clone();
+        while let Some(job) = node.inboxes[self.id as usize].pop_broadcast() {
+            work += 1;
+            self.run_broadcast(&job);
+        }
+        work
+    }
+
+    fn run_broadcast(&mut self, job: &BroadcastJob) {
+        let Some(def) = self.node.registry.get(job.proc_id) else {
+            unreachable!("broadcast jobs are built from registered procedures only");
+        };
+        self.reply.clear();
+        let mut ctx = Ctx {
+            db: &mut self.db,
+            partition: self.id,
+            partition_count: self.node.inboxes.len() as u32,
+            caller: job.caller,
+            args: &job.args,
+            reply: &mut self.reply,
+            max_reply_bytes: self.node.max_payload_bytes,
+        };
+        let status = execute(def, &mut ctx);
+        if job.finish_on(self.id, status, &self.reply) {
+            self.node.inboxes[job.origin as usize].doorbell.notify();
+        }
+    }
+
+    /// Take up to a batch from every client ring and execute it.
+    fn drain_and_execute(&mut self) -> usize {
+        let mut work = 0;
+        let mut evicted = Vec::new();
+        for index in 0..self.ports.len() {
+            match self.drain_port(index) {
+                Ok(n) => work += n,
+                Err(e) => evicted.push((index, e)),
+            }
+        }
+        for (index, why) in evicted.into_iter().rev() {
+            let port = self.ports.swap_remove(index);
+            port.evict(&why);
+        }
+        work
+    }
+
+    fn drain_port(&mut self, index: usize) -> Result<usize, RingError> {
+        let max_payload = self.node.max_payload_bytes;
+        let mut served = 0;
+        while served < DRAIN_BATCH_MAX {
+            if !self.ports[index].has_room_for_reply(max_payload)? {
+                break; // the client is not reading its replies: leave its requests queued
+            }
+            let mut payload = std::mem::take(&mut self.payload);
+            let popped = self.ports[index].requests.pop(&mut payload);
+            let header = match popped {
+                Ok(Some(header)) => header,
+                other => {
+                    self.payload = payload;
+                    other?;
+                    break;
+                }
+            };
+            self.serve(index, &header, &payload)?;
+            self.payload = payload;
+            served += 1;
+        }
+        if served > 0 {
+            self.ports[index].requests.release();
+        }
+        Ok(served)
+    }
+
+    /// Validate one copied-out request, execute it, and write its reply.
+    fn serve(&mut self, index: usize, request: &Header, args: &[u8]) -> Result<(), RingError> {
+        self.calls += 1;
+        self.reply.clear();
+        let status = self.execute_request(index, request, args);
+        let Some(status) = status else {
+            return Ok(()); // a replicated write: answered when every partition ran it
+        };
+        if status != Status::Ok {
+            self.errors += 1;
+        }
+        let port = &mut self.ports[index];
+        let reply = &self.reply;
+        let written = port.responses.try_push_with(
+            Header::response_to(request, status, reply.len() as u32),
+            reply.len(),
+            |dst| dst.copy_from_slice(reply),
+        )?;
+        assert!(
+            written,
+            "reply room was checked before the request was taken"
+        );
+        port.dirty = true;
+        Ok(())
+    }
+
+    /// Returns `None` when the request became a broadcast job.
+    fn execute_request(&mut self, index: usize, request: &Header, args: &[u8]) -> Option<Status> {
+        if request.flags & FLAG_RESPONSE != 0 || request.status != 0 {
+            return Some(Status::BadFrame);
+        }
+        if request.partition != self.id {
+            return Some(Status::BadPartition);
+        }
+        if args.len() > self.node.max_payload_bytes {
+            return Some(Status::PayloadTooLarge);
+        }
+        if request.proc_id == ids::SYS_STATS {
+            self.stats().encode(&mut self.reply);
+            return Some(Status::Ok);
+        }
+        let Some(def) = self.node.registry.get(request.proc_id) else {
+            return Some(Status::UnknownProcedure);
+        };
+        let creds = self.ports[index].creds;
+        let caller = Caller {
+            uid: creds.uid,
+            pid: creds.pid,
+        };
+        if def.scope == Scope::Broadcast {
+            if self.shutting_down {
+                return Some(Status::ShuttingDown);
+            }
+            let job = Arc::new(BroadcastJob::new(
+                def.id,
+                args.to_vec(),
+                caller,
+                self.id,
+                self.partition_count(),
+            ));
+            self.node.coordinator.submit(&job, &self.node.inboxes);
+            let client_id = self.ports[index].client_id;
+            self.pending.push(PendingBroadcast {
+                job,
+                client_id,
+                request: *request,
+            });
+            return None;
+        }
+        let mut ctx = Ctx {
+            db: &mut self.db,
+            partition: self.id,
+            partition_count: self.node.inboxes.len() as u32,
+            caller,
+            args,
+            reply: &mut self.reply,
+            max_reply_bytes: self.node.max_payload_bytes,
+        };
+        Some(execute(def, &mut ctx))
+    }
+
+    fn stats(&self) -> PartitionStats {
+        PartitionStats {
+            partition: self.id,
+            node_id: self.node.node_id,
+            core: self.core.map_or(u32::MAX, |c| c as u32),
+            clients: self.ports.len() as u32,
+            calls: self.calls,
+            errors: self.errors,
+        }
+    }
+
+    /// Publish every response ring written this turn and wake clients that sleep.
+    fn publish_replies(&mut self) {
+        let mut any = false;
+        for port in &mut self.ports {
+            any |= port.publish();
+        }
+        if !any {
+            return;
+        }
+        // Pairs with the client's fence between announcing sleep and re-checking rings.
+        fence(Ordering::SeqCst);
+        for port in &self.ports {
+            port.wake_if_waiting();
+        }
+    }
+
+    /// Reply to replicated writes that every partition has run.
+    fn answer_finished_broadcasts(&mut self) -> usize {
+        let mut answered = 0;
+        let mut i = 0;
+        while i < self.pending.len() {
+            let Some((status, reply)) = self.pending[i].job.outcome() else {
+                i += 1;
+                continue;
+            };
+            let done = self.pending.swap_remove(i);
+            answered += 1;
+            if status != Status::Ok {
+                self.errors += 1;
+            }
+            let Some(port) = self
+                .ports
+                .iter_mut()
+                .find(|p| p.client_id == done.client_id)
+            else {
+                continue; // the client left; the write stands
+            };
+            let header = Header::response_to(&done.request, status, reply.len() as u32);
+            match port
+                .responses
+                .try_push_with(header, reply.len(), |dst| dst.copy_from_slice(&reply))
+            {
+                Ok(true) => port.dirty = true,
+                Ok(false) => eprintln!(
+                    "tabosd: client {} response ring full; reply dropped",
+                    port.client_id
+                ),
+                Err(e) => port.evict(&e),
+            }
+        }
+        if answered > 0 {
+            self.publish_replies();
+        }
+        answered
+    }
+
+    /// Announce sleep on every ring, re-check, and block on the doorbell.
+    fn sleep(&mut self) {
+        for port in &self.ports {
+            port.requests
+                .ring()
+                .consumer_sleeping()
+                .store(1, Ordering::Relaxed);
+        }
+        // Pairs with the producer's fence between publishing and reading the flag.
+        fence(Ordering::SeqCst);
+        let mut ready = self.inbox().has_pending();
+        for port in &mut self.ports {
+            ready |= port.requests.has_frames().unwrap_or(true);
+        }
+        if !ready {
+            self.inbox().doorbell.wait(None);
+        }
+        for port in &self.ports {
+            port.requests
+                .ring()
+                .consumer_sleeping()
+                .store(0, Ordering::Relaxed);
+        }
+    }
+}
