@@ -13,6 +13,9 @@
 //! - [`Error`]: transport failure versus business [`Status`].
 
 mod error;
+mod fs;
+mod ipc;
+mod sched;
 mod shm;
 mod typed;
 

@@ -72,8 +72,13 @@ fn corrupt(e: RingError) -> Error {
 }
 
 impl Client {
-    /// Connect to the node serving the Unix socket at `path`.
+    /// Connect to the node serving the Unix socket at `path`, as the connecting user.
     pub fn connect(path: impl AsRef<Path>) -> Result<Client, Error> {
+        Client::connect_as(path, None)
+    }
+
+    /// Connect acting as user `act_as` (only root may; the node refuses others).
+    pub fn connect_as(path: impl AsRef<Path>, act_as: Option<&str>) -> Result<Client, Error> {
         let path = path.as_ref();
         let socket = UnixStream::connect(path).map_err(|e| {
             let hint = match e.kind() {
@@ -97,11 +102,7 @@ impl Client {
         socket
             .set_read_timeout(Some(Duration::from_secs(10)))
             .map_err(|e| fail("socket", &e))?;
-        let hello = Hello {
-            magic: HANDSHAKE_MAGIC,
-            version: PROTOCOL_VERSION,
-            ..Hello::default()
-        };
+        let hello = Hello::new(act_as);
         (&socket)
             .write_all(bytemuck::bytes_of(&hello))
             .map_err(|e| fail("send hello", &e))?;

@@ -19,3 +19,10 @@ pub const RKV_GET: u32 = 14;
 
 /// Ids below this are reserved for procedures the partition loop answers itself.
 pub const SYSTEM_MAX: u32 = 9;
+
+// Scheduler (paper §4.2, figures 2-4): ids 100..=149, defined in `sched::ids`.
+// IPC (paper §4.3): ids 150..=199, defined in `ipc::ids`.
+// Filesystem (paper §4.4, figure 9): ids 200..=299, defined in `fs::ids`.
+pub use crate::fs::ids as fs;
+pub use crate::ipc::ids as ipc;
+pub use crate::sched::ids as sched;

@@ -11,8 +11,12 @@
 #![forbid(unsafe_code)]
 
 pub mod builtin;
+pub mod fs;
 pub mod ids;
+pub mod ipc;
+pub mod sched;
 pub mod schema;
+pub mod testing;
 
 pub use schema::{DbLimits, PartitionDb};
 
@@ -22,5 +26,8 @@ use tabos_engine::Registry;
 pub fn registry() -> Registry<PartitionDb> {
     let mut registry = Registry::new();
     builtin::register(&mut registry);
+    sched::register(&mut registry);
+    ipc::register(&mut registry);
+    fs::register(&mut registry);
     registry
 }

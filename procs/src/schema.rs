@@ -1,15 +1,39 @@
-//! The tables of one partition.
+//! The tables of one partition: the built-in key-value tables and each service's
+//! tables, with the limits they are checked against.
 
 use crate::builtin::KvRow;
+use crate::fs::FsTables;
+use crate::ipc::IpcTables;
+use crate::sched::SchedTables;
 use tabos_engine::{ConsistencyError, Schema, Table};
 
-/// Row limits of a partition's tables (configured per node, checked on insert).
+/// Limits and cluster-wide settings of a partition's tables (checked on every write).
 #[derive(Clone, Copy, Debug)]
 pub struct DbLimits {
     /// Rows of the partitioned key-value table.
     pub kv_rows_max: usize,
     /// Rows of the replicated key-value table.
     pub rkv_rows_max: usize,
+    /// Workers per partition.
+    pub workers_max: usize,
+    /// Tasks (assigned and queued) per partition.
+    pub tasks_max: usize,
+    /// Largest IPC message.
+    pub message_bytes_max: usize,
+    /// Most messages queued for one receiver.
+    pub queue_len_max: usize,
+    /// Messages per partition, all receivers together.
+    pub messages_max: usize,
+    /// Block size of localized files (cluster-wide).
+    pub block_bytes_local: usize,
+    /// Block size of parallel files (cluster-wide).
+    pub block_bytes_parallel: usize,
+    /// Largest file.
+    pub file_bytes_max: u64,
+    /// Directory entries per partition.
+    pub fs_entries_max: usize,
+    /// File blocks per partition (localized and parallel together, each table).
+    pub fs_blocks_max: usize,
 }
 
 impl Default for DbLimits {
@@ -17,6 +41,16 @@ impl Default for DbLimits {
         DbLimits {
             kv_rows_max: 10_000_000,
             rkv_rows_max: 100_000,
+            workers_max: 1_000_000,
+            tasks_max: 10_000_000,
+            message_bytes_max: 1 << 20,
+            queue_len_max: 100_000,
+            messages_max: 10_000_000,
+            block_bytes_local: 2048,
+            block_bytes_parallel: 8192,
+            file_bytes_max: 1 << 30,
+            fs_entries_max: 10_000_000,
+            fs_blocks_max: 50_000_000,
         }
     }
 }
@@ -24,18 +58,36 @@ impl Default for DbLimits {
 /// Everything one partition owns. Owned and touched by its partition thread only.
 #[derive(Debug)]
 pub struct PartitionDb {
+    /// Limits the procedures check.
+    pub limits: DbLimits,
     /// Key-value rows partitioned on the key (tests and benchmarks).
     pub kv: Table<KvRow>,
     /// Key-value rows replicated to every partition.
     pub rkv: Table<KvRow>,
+    /// The scheduler's tables.
+    pub sched: SchedTables,
+    /// The IPC tables.
+    pub ipc: IpcTables,
+    /// The filesystem's tables.
+    pub fs: FsTables,
 }
 
 impl PartitionDb {
-    /// Empty tables with the given limits.
-    pub fn new(limits: DbLimits) -> PartitionDb {
+    /// Empty tables with the given limits, for partition `partition` of
+    /// `partition_count` on node `node_id`.
+    pub fn new(
+        limits: DbLimits,
+        partition: u32,
+        partition_count: u32,
+        node_id: u32,
+    ) -> PartitionDb {
         PartitionDb {
+            limits,
             kv: Table::new("kv", limits.kv_rows_max),
             rkv: Table::new("rkv", limits.rkv_rows_max),
+            sched: SchedTables::new(&limits),
+            ipc: IpcTables::new(&limits),
+            fs: FsTables::new(&limits, partition, partition_count, node_id),
         }
     }
 }
@@ -44,15 +96,24 @@ impl Schema for PartitionDb {
     fn commit(&mut self) {
         self.kv.commit();
         self.rkv.commit();
+        self.sched.commit();
+        self.ipc.commit();
+        self.fs.commit();
     }
 
     fn rollback(&mut self) {
         self.kv.rollback();
         self.rkv.rollback();
+        self.sched.rollback();
+        self.ipc.rollback();
+        self.fs.rollback();
     }
 
     fn check_consistency(&self) -> Result<(), ConsistencyError> {
         self.kv.check_consistency()?;
-        self.rkv.check_consistency()
+        self.rkv.check_consistency()?;
+        self.sched.check_consistency()?;
+        self.ipc.check_consistency()?;
+        self.fs.check_consistency()
     }
 }

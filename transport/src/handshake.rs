@@ -26,10 +26,41 @@ pub struct Hello {
     pub version: u32,
     /// Reserved for options; zero.
     pub flags: u32,
-    /// Reserved; zero.
-    pub reserved: u32,
+    /// Bytes of `act_as` in use; zero to act as the connecting user.
+    pub act_as_len: u32,
+    /// User to act as (only root may ask), UTF-8.
+    pub act_as: [u8; 32],
 }
-const _: () = assert!(std::mem::size_of::<Hello>() == 16);
+const _: () = assert!(std::mem::size_of::<Hello>() == 48);
+
+impl Hello {
+    /// A hello that acts as the connecting user, or as `act_as` (at most 32 bytes).
+    pub fn new(act_as: Option<&str>) -> Hello {
+        let mut hello = Hello {
+            magic: HANDSHAKE_MAGIC,
+            version: crate::wire::PROTOCOL_VERSION,
+            ..Hello::default()
+        };
+        if let Some(name) = act_as {
+            let bytes = name.as_bytes();
+            let n = bytes.len().min(hello.act_as.len());
+            hello.act_as[..n].copy_from_slice(&bytes[..n]);
+            hello.act_as_len = bytes.len() as u32;
+        }
+        hello
+    }
+
+    /// The user asked for, if any; `Err` when the field is malformed.
+    pub fn act_as(&self) -> Result<Option<&str>, ()> {
+        match self.act_as_len as usize {
+            0 => Ok(None),
+            n if n <= self.act_as.len() => std::str::from_utf8(&self.act_as[..n])
+                .map(Some)
+                .map_err(|_| ()),
+            _ => Err(()),
+        }
+    }
+}
 
 /// Server to client, with the fds attached.
 #[repr(C)]
@@ -93,6 +124,24 @@ pub fn peer_credentials(stream: &UnixStream) -> io::Result<PeerCredentials> {
         uid: cred.uid,
         gid: cred.gid,
     })
+}
+
+/// The login name of `uid` from the system's user database, or `uid<N>` when it has
+/// none.
+pub fn user_name_for_uid(uid: u32) -> String {
+    let mut buf = vec![0 as libc::c_char; 4096];
+    // SAFETY: passwd is plain data; getpwuid_r writes it and strings into `buf`.
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: all pointers are valid for the call; buf's length is passed.
+    let rc = unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result) };
+    if rc != 0 || result.is_null() || pwd.pw_name.is_null() {
+        return format!("uid{uid}");
+    }
+    // SAFETY: on success pw_name points to a NUL-terminated string inside `buf`.
+    let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
+    name.to_str()
+        .map_or_else(|_| format!("uid{uid}"), str::to_string)
 }
 
 /// Most fds one message carries.
@@ -216,9 +265,12 @@ mod tests {
             ..Hello::default()
         };
         send_with_fds(&a, bytemuck::bytes_of(&hello), &[efd.as_fd(), efd.as_fd()]).unwrap();
-        let mut buf = [0u8; 16];
+        let mut buf = [0u8; 48];
         let fds = recv_with_fds(&b, &mut buf, 4).unwrap();
         assert_eq!(fds.len(), 2);
-        assert_eq!(bytemuck::pod_read_unaligned::<Hello>(&buf), hello);
+        let got = bytemuck::pod_read_unaligned::<Hello>(&buf);
+        assert_eq!(got, hello);
+        assert_eq!(got.act_as(), Ok(Some("alice")));
+        assert_eq!(user_name_for_uid(0), "root");
     }
 }

@@ -122,11 +122,27 @@ pub enum Status {
     QueueFull = 105,
     /// A wait ran out.
     Timeout = 106,
+    /// The resource is in use (e.g. a worker with running tasks).
+    Busy = 107,
+    /// A path component is not a directory.
+    NotADirectory = 108,
+    /// The path names a directory where a file is needed.
+    IsADirectory = 109,
+    /// The directory is not empty.
+    NotEmpty = 110,
+    /// A name is longer than 255 bytes or a path longer than 4096 bytes.
+    NameTooLong = 111,
+    /// The path is malformed (empty name, `..` above the root, not UTF-8, ...).
+    InvalidPath = 112,
+    /// The write would pass the maximum file size.
+    FileTooLarge = 113,
+    /// A rename between two users' trees (they live on different partitions).
+    CrossNamespace = 114,
 }
 
 impl Status {
     /// Every status, for tests and docs.
-    pub const ALL: [Status; 16] = [
+    pub const ALL: [Status; 24] = [
         Status::Ok,
         Status::UnknownProcedure,
         Status::BadPartition,
@@ -143,6 +159,14 @@ impl Status {
         Status::QueueEmpty,
         Status::QueueFull,
         Status::Timeout,
+        Status::Busy,
+        Status::NotADirectory,
+        Status::IsADirectory,
+        Status::NotEmpty,
+        Status::NameTooLong,
+        Status::InvalidPath,
+        Status::FileTooLarge,
+        Status::CrossNamespace,
     ];
 
     /// The status with code `code`, if any.
@@ -169,6 +193,14 @@ impl Status {
             Status::QueueEmpty => "queue empty",
             Status::QueueFull => "queue full",
             Status::Timeout => "timed out",
+            Status::Busy => "in use",
+            Status::NotADirectory => "not a directory",
+            Status::IsADirectory => "is a directory",
+            Status::NotEmpty => "directory not empty",
+            Status::NameTooLong => "name or path too long",
+            Status::InvalidPath => "invalid path",
+            Status::FileTooLarge => "file too large",
+            Status::CrossNamespace => "cannot move between two users' trees",
         }
     }
 }

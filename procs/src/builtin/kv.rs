@@ -103,38 +103,28 @@ pub(super) fn rkv_get(ctx: &mut Ctx<'_, PartitionDb>) -> Result<(), Status> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{ids, registry, DbLimits};
+    use crate::testing::Harness;
+    use crate::{ids, DbLimits};
     use rand::{Rng, SeedableRng};
     use std::collections::HashMap;
-    use tabos_engine::{execute, Caller, Schema};
 
     fn run(
-        db: &mut PartitionDb,
+        db: &mut Harness,
         id: u32,
         partition: u32,
-        parts: u32,
+        _parts: u32,
         args: &[u8],
     ) -> (Status, Vec<u8>) {
-        let reg = registry();
-        let def = reg.get(id).expect("registered");
-        let mut reply = Vec::new();
-        let mut ctx = Ctx {
-            db,
-            partition,
-            partition_count: parts,
-            caller: Caller { uid: 0, pid: 0 },
-            args,
-            reply: &mut reply,
-            max_reply_bytes: 1 << 20,
-        };
-        let status = execute(def, &mut ctx);
-        (status, reply)
+        match db.call(partition, id, args) {
+            Ok(reply) => (Status::Ok, reply),
+            Err(status) => (status, Vec::new()),
+        }
     }
 
     #[test]
     fn kv_matches_a_hashmap_model() {
         let parts = 1;
-        let mut db = PartitionDb::new(DbLimits::default());
+        let mut db = Harness::new(1, DbLimits::default());
         let mut model: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
         let mut rng = rand::rngs::StdRng::seed_from_u64(3);
         for _ in 0..5000 {
@@ -163,14 +153,14 @@ mod tests {
                     assert_eq!(s, expect);
                 }
             }
-            db.check_consistency().unwrap();
+            db.check();
         }
-        assert_eq!(db.kv.len(), model.len());
+        assert_eq!(db.dbs[0].kv.len(), model.len());
     }
 
     #[test]
     fn bad_arguments_and_wrong_partition_change_nothing() {
-        let mut db = PartitionDb::new(DbLimits::default());
+        let mut db = Harness::new(4, DbLimits::default());
         assert_eq!(run(&mut db, ids::KV_PUT, 0, 1, &[1, 2]).0, Status::BadArgs);
         assert_eq!(
             run(&mut db, ids::KV_PUT, 0, 1, &[255, 255, 255, 255]).0,
@@ -196,15 +186,21 @@ mod tests {
             run(&mut db, ids::ECHO, 0, 1, b"hi"),
             (Status::Ok, b"hi".to_vec())
         );
-        assert_eq!(db.kv.len(), 1);
+        let total: usize = db.dbs.iter().map(|d| d.kv.len()).sum();
+        assert_eq!(total, 1);
+        assert_eq!(db.dbs[owner as usize].kv.len(), 1);
     }
 
     #[test]
     fn full_table_is_reported() {
-        let mut db = PartitionDb::new(DbLimits {
-            kv_rows_max: 2,
-            rkv_rows_max: 2,
-        });
+        let mut db = Harness::new(
+            1,
+            DbLimits {
+                kv_rows_max: 2,
+                rkv_rows_max: 2,
+                ..DbLimits::default()
+            },
+        );
         for (i, want) in [Status::Ok, Status::Ok, Status::TableFull]
             .into_iter()
             .enumerate()
@@ -214,6 +210,6 @@ mod tests {
                 want
             );
         }
-        assert_eq!(db.kv.len(), 2);
+        assert_eq!(db.dbs[0].kv.len(), 2);
     }
 }

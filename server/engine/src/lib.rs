@@ -12,14 +12,18 @@
 #![forbid(unsafe_code)]
 
 pub mod args;
+mod caller;
 pub mod error;
 pub mod procedure;
 pub mod schema;
 pub mod table;
 
 pub use args::{put_bytes, put_i64, put_str, put_u32, put_u64, put_u8, ArgReader};
+pub use caller::USER_NAME_BYTES_MAX;
 pub use error::ConsistencyError;
-pub use procedure::{execute, Access, Caller, Ctx, ProcDef, ProcFn, Registry, Scope};
+pub use procedure::{
+    execute, Access, Caller, Ctx, ProcDef, ProcFn, Registry, Scope, UserName, WaitFor,
+};
 pub use schema::Schema;
 pub use table::{Row, Table};
 pub use tabos_transport::Status;

@@ -7,11 +7,17 @@ use tabos_transport::Status;
 
 use crate::schema::Schema;
 
-/// Who called: the task's user and process id, established by the transport.
+pub use crate::caller::{Caller, UserName};
+
+/// A request to park the invocation: the procedure found nothing to do yet (for
+/// example an empty message queue), and the partition should run it again when a
+/// later transaction notifies `key`, or answer `Timeout` after `timeout_ms`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Caller {
-    pub uid: u32,
-    pub pid: u32,
+pub struct WaitFor {
+    /// What the invocation waits for (a procedure-defined key, e.g. a receiver id).
+    pub key: u64,
+    /// How long it may wait.
+    pub timeout_ms: u32,
 }
 
 /// Whether a procedure writes. The engine does not enforce it; schedulers may use it.
@@ -43,6 +49,36 @@ pub struct Ctx<'a, S> {
     pub reply: &'a mut Vec<u8>,
     /// A reply longer than this fails the invocation with `PayloadTooLarge`.
     pub max_reply_bytes: usize,
+    /// Keys this invocation made ready (set by the procedure; cleared on rollback):
+    /// parked invocations waiting for one of them run again after the commit.
+    pub notify: Vec<u64>,
+    /// Set by a procedure that returns `Err(Status::QueueEmpty)` and wants to wait.
+    pub wait: Option<WaitFor>,
+}
+
+impl<'a, S> Ctx<'a, S> {
+    /// The context of one invocation.
+    pub fn new(
+        db: &'a mut S,
+        partition: u32,
+        partition_count: u32,
+        caller: Caller,
+        args: &'a [u8],
+        reply: &'a mut Vec<u8>,
+        max_reply_bytes: usize,
+    ) -> Self {
+        Ctx {
+            db,
+            partition,
+            partition_count,
+            caller,
+            args,
+            reply,
+            max_reply_bytes,
+            notify: Vec::new(),
+            wait: None,
+        }
+    }
 }
 
 impl<S> fmt::Debug for Ctx<'_, S> {
@@ -195,6 +231,7 @@ pub fn execute<S: Schema>(def: &ProcDef<S>, ctx: &mut Ctx<'_, S>) -> Status {
     } else {
         ctx.db.rollback();
         ctx.reply.clear();
+        ctx.notify.clear();
     }
     assert!(ctx.reply.len() <= ctx.max_reply_bytes);
     status
@@ -240,7 +277,7 @@ mod tests {
             db,
             partition: 0,
             partition_count: 1,
-            caller: Caller { uid: 0, pid: 1 },
+            caller: Caller::root(),
             args,
             reply,
             max_reply_bytes: 8,

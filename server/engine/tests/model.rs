@@ -241,15 +241,7 @@ fn a_failed_procedure_leaves_every_table_as_it_was() {
         func: mutate_then_fail,
     };
     let mut reply = Vec::new();
-    let mut ctx = Ctx {
-        db: &mut db,
-        partition: 0,
-        partition_count: 2,
-        caller: Caller { uid: 1, pid: 100 },
-        args: &[],
-        reply: &mut reply,
-        max_reply_bytes: 1024,
-    };
+    let mut ctx = Ctx::new(&mut db, 0, 2, Caller::user("alice"), &[], &mut reply, 1024);
     assert_eq!(execute(&def, &mut ctx), Status::PermissionDenied);
 
     assert!(reply.is_empty());

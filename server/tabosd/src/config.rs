@@ -5,6 +5,7 @@
 
 use clap::Parser;
 use std::path::PathBuf;
+use tabos_procs::DbLimits;
 use tabos_transport::segment::{SegmentShape, PARTITIONS_MAX};
 use tabos_transport::wire::HEADER_SIZE;
 
@@ -39,8 +40,9 @@ pub struct Config {
     #[arg(long, default_value_t = 4096)]
     pub ring_kib: usize,
 
-    /// Largest request or reply payload in bytes. At most half a ring minus 32.
-    #[arg(long, default_value_t = 1 << 20)]
+    /// Largest request or reply payload in bytes. At most half a ring minus 32, and
+    /// above --max-message-bytes (a message travels with its ids).
+    #[arg(long, default_value_t = (1 << 20) + (64 << 10))]
     pub max_payload_bytes: u32,
 
     /// Most shared-memory clients connected at once; later ones are refused.
@@ -50,6 +52,26 @@ pub struct Config {
     /// Most rows of the key-value table per partition.
     #[arg(long, default_value_t = 10_000_000)]
     pub kv_rows_max: usize,
+
+    /// Largest IPC message in bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub max_message_bytes: usize,
+
+    /// Most messages queued for one receiver; a send beyond it gets QueueFull.
+    #[arg(long, default_value_t = 100_000)]
+    pub queue_len_max: usize,
+
+    /// Block size of localized files in bytes (cluster-wide: same on every node).
+    #[arg(long, default_value_t = 2048)]
+    pub block_bytes_local: usize,
+
+    /// Block size of parallel files in bytes (cluster-wide: same on every node).
+    #[arg(long, default_value_t = 8192)]
+    pub block_bytes_parallel: usize,
+
+    /// Largest file in bytes.
+    #[arg(long, default_value_t = 1 << 30)]
+    pub file_bytes_max: u64,
 
     /// This node's id in its cluster.
     #[arg(long, default_value_t = 0)]
@@ -94,6 +116,8 @@ pub struct Resolved {
     pub cores: Vec<Option<usize>>,
     /// Shape of every client's segment.
     pub shape: SegmentShape,
+    /// Table limits and cluster-wide table settings.
+    pub limits: DbLimits,
 }
 
 impl Config {
@@ -121,6 +145,25 @@ impl Config {
                 self.max_payload_bytes, self.ring_kib
             ));
         }
+        if self.max_message_bytes + 4096 > self.max_payload_bytes as usize {
+            return Err(format!(
+                "--max-message-bytes {} leaves no room for the message header in --max-payload-bytes {}: keep 4096 bytes between them",
+                self.max_message_bytes, self.max_payload_bytes
+            ));
+        }
+        for (flag, block) in [
+            ("--block-bytes-local", self.block_bytes_local),
+            ("--block-bytes-parallel", self.block_bytes_parallel),
+        ] {
+            if !(512..=(1 << 20)).contains(&block)
+                || block * 4 + 4096 > self.max_payload_bytes as usize
+            {
+                return Err(format!("{flag} must be 512..=1048576 bytes and leave room for 4 blocks in a payload, got {block}"));
+            }
+        }
+        if self.queue_len_max == 0 {
+            return Err("--queue-len-max must be at least 1".into());
+        }
         if self.clients_max == 0 {
             return Err("--clients-max must be at least 1".into());
         }
@@ -138,11 +181,21 @@ impl Config {
                 .map(|i| Some(list[i % list.len()]))
                 .collect()
         };
+        let limits = DbLimits {
+            kv_rows_max: self.kv_rows_max,
+            message_bytes_max: self.max_message_bytes,
+            queue_len_max: self.queue_len_max,
+            block_bytes_local: self.block_bytes_local,
+            block_bytes_parallel: self.block_bytes_parallel,
+            file_bytes_max: self.file_bytes_max,
+            ..DbLimits::default()
+        };
         Ok(Resolved {
             config: self,
             partition_count,
             cores,
             shape,
+            limits,
         })
     }
 }

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
-use tabos_procs::{DbLimits, PartitionDb};
+use tabos_procs::PartitionDb;
 use tabos_transport::doorbell::EventFd;
 
 /// A running node.
@@ -70,17 +70,22 @@ impl Server {
             spin: Duration::from_micros(config.spin_us),
             stopping: AtomicBool::new(false),
         });
-        let limits = DbLimits {
-            kv_rows_max: config.kv_rows_max,
-            ..DbLimits::default()
-        };
+        let limits = resolved.limits;
+        let partition_count = resolved.partition_count;
+        let node_id = config.node_id;
         let mut partitions = Vec::new();
         for (id, core) in resolved.cores.iter().copied().enumerate() {
             let node = node.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("partition-{id}"))
                 .spawn(move || {
-                    Partition::new(id as u32, core, PartitionDb::new(limits), node).run()
+                    Partition::new(
+                        id as u32,
+                        core,
+                        PartitionDb::new(limits, id as u32, partition_count, node_id),
+                        node,
+                    )
+                    .run()
                 })
                 .map_err(|e| format!("cannot start partition thread: {e}"))?;
             partitions.push(handle);

@@ -13,9 +13,10 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tabos_engine::{Caller, UserName};
 use tabos_transport::doorbell::EventFd;
 use tabos_transport::handshake::{
-    peer_credentials, send_with_fds, Hello, Welcome, HANDSHAKE_MAGIC,
+    peer_credentials, send_with_fds, user_name_for_uid, Hello, Welcome, HANDSHAKE_MAGIC,
 };
 use tabos_transport::ring::{Consumer, Producer};
 use tabos_transport::segment::{Segment, SegmentShape};
@@ -195,6 +196,35 @@ impl Listener {
         let Ok(creds) = peer_credentials(&stream) else {
             return;
         };
+        let user = match hello.act_as() {
+            Ok(None) => user_name_for_uid(creds.uid),
+            Ok(Some(_)) if creds.uid != 0 => {
+                eprintln!(
+                    "tabosd: refusing pid {}: only root may act as another user",
+                    creds.pid
+                );
+                Self::refuse(&stream, Status::PermissionDenied);
+                return;
+            }
+            Ok(Some(name)) => name.to_string(),
+            Err(()) => {
+                Self::refuse(&stream, Status::BadArgs);
+                return;
+            }
+        };
+        let Some(user) = UserName::new(&user) else {
+            eprintln!(
+                "tabosd: refusing pid {}: `{user}` is not a valid tabos user name",
+                creds.pid
+            );
+            Self::refuse(&stream, Status::BadArgs);
+            return;
+        };
+        let caller = Caller {
+            uid: creds.uid,
+            pid: creds.pid,
+            user,
+        };
         if self.clients.len() >= self.clients_max {
             eprintln!(
                 "tabosd: refusing pid {}: {} clients connected (--clients-max)",
@@ -220,7 +250,7 @@ impl Listener {
         for (p, inbox) in self.node.inboxes.iter().enumerate() {
             let port = Port {
                 client_id,
-                creds,
+                caller,
                 requests: Consumer::new(segment.request_ring(p as u32)),
                 responses: Producer::new(segment.response_ring(p as u32)),
                 segment: segment.clone(),

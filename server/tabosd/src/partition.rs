@@ -11,7 +11,7 @@ use crate::port::Port;
 use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tabos_engine::{execute, Caller, Ctx, Registry, Scope};
+use tabos_engine::{execute, Caller, Ctx, ProcDef, Registry, Scope, WaitFor};
 use tabos_procs::builtin::PartitionStats;
 use tabos_procs::{ids, PartitionDb};
 use tabos_transport::ring::RingError;
@@ -48,6 +48,28 @@ struct PendingBroadcast {
     request: Header,
 }
 
+/// An invocation waiting at the partition for a key to be notified (e.g. a receive on
+/// an empty queue), answered when it succeeds or times out.
+#[derive(Debug)]
+struct Parked {
+    client_id: u64,
+    caller: Caller,
+    request: Header,
+    args: Vec<u8>,
+    key: u64,
+    deadline: Instant,
+}
+
+/// Most invocations parked on one partition; beyond it a waiting call returns at once.
+pub const PARKED_MAX: usize = 65_536;
+
+/// Outcome of one transaction.
+struct Invoked {
+    status: Status,
+    notify: Vec<u64>,
+    wait: Option<WaitFor>,
+}
+
 /// State of one partition thread. Built on, and never leaves, its thread.
 pub struct Partition {
     id: u32,
@@ -56,6 +78,8 @@ pub struct Partition {
     node: Arc<NodeShared>,
     ports: Vec<Port>,
     pending: Vec<PendingBroadcast>,
+    parked: Vec<Parked>,
+    woken: Vec<u64>,
     commands: Vec<Command>,
     payload: Vec<u8>,
     reply: Vec<u8>,
@@ -89,6 +113,8 @@ impl Partition {
             node,
             ports: Vec::new(),
             pending: Vec::new(),
+            parked: Vec::new(),
+            woken: Vec::new(),
             commands: Vec::new(),
             payload: Vec::new(),
             reply: Vec::new(),
@@ -126,6 +152,7 @@ impl Partition {
             let mut work = self.housekeeping();
             // 2. Drain the rings and execute; replies are written but not yet visible.
             work += self.drain_and_execute();
+            work += self.wake_parked();
             // 3. Durability: the command log is flushed here (a later issue).
             // 4. Reply: publish response rings and wake sleeping clients.
             self.publish_replies();
@@ -182,21 +209,12 @@ impl Partition {
     }
 
     fn run_broadcast(&mut self, job: &BroadcastJob) {
-        let Some(def) = self.node.registry.get(job.proc_id) else {
+        let Some(def) = self.node.registry.get(job.proc_id).copied() else {
             unreachable!("broadcast jobs are built from registered procedures only");
         };
-        self.reply.clear();
-        let mut ctx = Ctx {
-            db: &mut self.db,
-            partition: self.id,
-            partition_count: self.node.inboxes.len() as u32,
-            caller: job.caller,
-            args: &job.args,
-            reply: &mut self.reply,
-            max_reply_bytes: self.node.max_payload_bytes,
-        };
-        let status = execute(def, &mut ctx);
-        if job.finish_on(self.id, status, &self.reply) {
+        let invoked = self.invoke(&def, job.caller, &job.args);
+        self.woken.extend_from_slice(&invoked.notify);
+        if job.finish_on(self.id, invoked.status, &self.reply) {
             self.node.inboxes[job.origin as usize].doorbell.notify();
         }
     }
@@ -251,7 +269,7 @@ impl Partition {
         self.reply.clear();
         let status = self.execute_request(index, request, args);
         let Some(status) = status else {
-            return Ok(()); // a replicated write: answered when every partition ran it
+            return Ok(()); // a replicated write or a parked wait: answered later
         };
         if status != Status::Ok {
             self.errors += 1;
@@ -271,7 +289,29 @@ impl Partition {
         Ok(())
     }
 
-    /// Returns `None` when the request became a broadcast job.
+    /// Run `def` as one transaction with the reply in `self.reply`.
+    fn invoke(&mut self, def: &ProcDef<PartitionDb>, caller: Caller, args: &[u8]) -> Invoked {
+        self.reply.clear();
+        let mut ctx = Ctx::new(
+            &mut self.db,
+            self.id,
+            self.node.inboxes.len() as u32,
+            caller,
+            args,
+            &mut self.reply,
+            self.node.max_payload_bytes,
+        );
+        let status = execute(def, &mut ctx);
+        let Ctx { notify, wait, .. } = ctx;
+        Invoked {
+            status,
+            notify,
+            wait,
+        }
+    }
+
+    /// Returns `None` when the request was not answered now: it became a broadcast
+    /// job, or it parked until a later transaction wakes it.
     fn execute_request(&mut self, index: usize, request: &Header, args: &[u8]) -> Option<Status> {
         if request.flags & FLAG_RESPONSE != 0 || request.status != 0 {
             return Some(Status::BadFrame);
@@ -286,14 +326,10 @@ impl Partition {
             self.stats().encode(&mut self.reply);
             return Some(Status::Ok);
         }
-        let Some(def) = self.node.registry.get(request.proc_id) else {
+        let Some(def) = self.node.registry.get(request.proc_id).copied() else {
             return Some(Status::UnknownProcedure);
         };
-        let creds = self.ports[index].creds;
-        let caller = Caller {
-            uid: creds.uid,
-            pid: creds.pid,
-        };
+        let caller = self.ports[index].caller;
         if def.scope == Scope::Broadcast {
             if self.shutting_down {
                 return Some(Status::ShuttingDown);
@@ -314,16 +350,122 @@ impl Partition {
             });
             return None;
         }
-        let mut ctx = Ctx {
-            db: &mut self.db,
-            partition: self.id,
-            partition_count: self.node.inboxes.len() as u32,
-            caller,
-            args,
-            reply: &mut self.reply,
-            max_reply_bytes: self.node.max_payload_bytes,
+        let invoked = self.invoke(&def, caller, args);
+        if invoked.status == Status::QueueEmpty {
+            if let Some(wait) = invoked.wait.filter(|w| w.timeout_ms > 0) {
+                if self.parked.len() < PARKED_MAX && !self.shutting_down {
+                    self.parked.push(Parked {
+                        client_id: self.ports[index].client_id,
+                        caller,
+                        request: *request,
+                        args: args.to_vec(),
+                        key: wait.key,
+                        deadline: Instant::now() + Duration::from_millis(wait.timeout_ms.into()),
+                    });
+                    return None;
+                }
+            }
+        }
+        if !invoked.notify.is_empty() {
+            self.woken.extend_from_slice(&invoked.notify);
+        }
+        Some(invoked.status)
+    }
+
+    /// Write a reply for `request` to the client's port, if it is still attached.
+    fn reply_to(&mut self, client_id: u64, request: &Header, status: Status, reply: &[u8]) {
+        if status != Status::Ok {
+            self.errors += 1;
+        }
+        let Some(port) = self.ports.iter_mut().find(|p| p.client_id == client_id) else {
+            return; // the client left; the outcome stands
         };
-        Some(execute(def, &mut ctx))
+        let header = Header::response_to(request, status, reply.len() as u32);
+        match port
+            .responses
+            .try_push_with(header, reply.len(), |dst| dst.copy_from_slice(reply))
+        {
+            Ok(true) => port.dirty = true,
+            Ok(false) => eprintln!(
+                "tabosd: client {} response ring full; reply dropped",
+                port.client_id
+            ),
+            Err(e) => port.evict(&e),
+        }
+    }
+
+    /// Run parked invocations waiting for keys that committed transactions notified,
+    /// oldest first, and answer those that now succeed; then time out expired ones.
+    fn wake_parked(&mut self) -> usize {
+        if self.parked.is_empty() {
+            self.woken.clear();
+            return 0;
+        }
+        let mut answered = 0;
+        while let Some(key) = self.woken.pop() {
+            let mut i = 0;
+            while i < self.parked.len() {
+                if self.parked[i].key != key {
+                    i += 1;
+                    continue;
+                }
+                let room = match self
+                    .ports
+                    .iter_mut()
+                    .find(|p| p.client_id == self.parked[i].client_id)
+                {
+                    None => {
+                        self.parked.remove(i); // the client left
+                        continue;
+                    }
+                    Some(port) => port
+                        .has_room_for_reply(self.node.max_payload_bytes)
+                        .unwrap_or(false),
+                };
+                if !room {
+                    i += 1;
+                    continue;
+                }
+                let Some(def) = self
+                    .node
+                    .registry
+                    .get(self.parked[i].request.proc_id)
+                    .copied()
+                else {
+                    unreachable!("parked requests name registered procedures");
+                };
+                let args = std::mem::take(&mut self.parked[i].args);
+                let caller = self.parked[i].caller;
+                let invoked = self.invoke(&def, caller, &args);
+                if invoked.status == Status::QueueEmpty {
+                    self.parked[i].args = args;
+                    break; // someone else took it; later waiters find nothing either
+                }
+                self.woken.extend_from_slice(&invoked.notify);
+                let parked = self.parked.remove(i);
+                let reply = std::mem::take(&mut self.reply);
+                self.reply_to(parked.client_id, &parked.request, invoked.status, &reply);
+                self.reply = reply;
+                answered += 1;
+            }
+        }
+        let now = Instant::now();
+        let mut i = 0;
+        while i < self.parked.len() {
+            if self.parked[i].deadline <= now || self.shutting_down {
+                let parked = self.parked.remove(i);
+                self.reply_to(parked.client_id, &parked.request, Status::Timeout, &[]);
+                answered += 1;
+            } else {
+                i += 1;
+            }
+        }
+        answered
+    }
+
+    /// When the earliest parked invocation times out.
+    fn next_deadline(&self) -> Option<Instant> {
+        self.parked.iter().map(|p| p.deadline).min()
     }
 
     fn stats(&self) -> PartitionStats {
@@ -363,32 +505,8 @@ impl Partition {
                 continue;
             };
             let done = self.pending.swap_remove(i);
+            self.reply_to(done.client_id, &done.request, status, &reply);
             answered += 1;
-            if status != Status::Ok {
-                self.errors += 1;
-            }
-            let Some(port) = self
-                .ports
-                .iter_mut()
-                .find(|p| p.client_id == done.client_id)
-            else {
-                continue; // the client left; the write stands
-            };
-            let header = Header::response_to(&done.request, status, reply.len() as u32);
-            match port
-                .responses
-                .try_push_with(header, reply.len(), |dst| dst.copy_from_slice(&reply))
-            {
-                Ok(true) => port.dirty = true,
-                Ok(false) => eprintln!(
-                    "tabosd: client {} response ring full; reply dropped",
-                    port.client_id
-                ),
-                Err(e) => port.evict(&e),
-            }
-        }
-        if answered > 0 {
-            self.publish_replies();
         }
         answered
     }
@@ -408,7 +526,10 @@ impl Partition {
             ready |= port.requests.has_frames().unwrap_or(true);
         }
         if !ready {
-            self.inbox().doorbell.wait(None);
+            let timeout = self
+                .next_deadline()
+                .map(|d| d.saturating_duration_since(Instant::now()));
+            self.inbox().doorbell.wait(timeout);
         }
         for port in &self.ports {
             port.requests

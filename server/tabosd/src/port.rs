@@ -4,8 +4,8 @@
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use tabos_engine::Caller;
 use tabos_transport::doorbell::futex_wake;
-use tabos_transport::handshake::PeerCredentials;
 use tabos_transport::ring::{Consumer, Producer, RingError};
 use tabos_transport::segment::Segment;
 use tabos_transport::wire::frame_size;
@@ -15,8 +15,8 @@ use tabos_transport::wire::frame_size;
 pub struct Port {
     /// The node's id for the client.
     pub client_id: u64,
-    /// Who the client is, from SO_PEERCRED.
-    pub creds: PeerCredentials,
+    /// Who the client is: from SO_PEERCRED, or the user root chose to act as.
+    pub caller: Caller,
     /// Requests from the client.
     pub requests: Consumer,
     /// Responses to the client; published after the batch is durable.
@@ -59,7 +59,7 @@ impl Port {
     pub fn evict(&self, why: &dyn std::fmt::Display) {
         eprintln!(
             "tabosd: evicting client {} (pid {}): {why}",
-            self.client_id, self.creds.pid
+            self.client_id, self.caller.pid
         );
         let _ = self.socket.shutdown(std::net::Shutdown::Both);
     }

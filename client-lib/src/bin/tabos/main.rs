@@ -1,5 +1,9 @@
 //! `tabos`: the command line of a tabos node. See `tabos --help`.
 
+mod fs;
+mod ipc;
+mod sched;
+
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,6 +16,11 @@ struct Cli {
     /// Unix socket of the node (default: $TABOS_CONNECT, else /tmp/tabos.sock).
     #[arg(long, global = true, env = "TABOS_CONNECT", default_value = DEFAULT_SOCKET)]
     connect: PathBuf,
+
+    /// Act as USER instead of the connecting user (root only; give it before the
+    /// subcommand, e.g. `tabos --as alice fs ls /alice`).
+    #[arg(long = "as", value_name = "USER")]
+    act_as: Option<String>,
 
     #[command(subcommand)]
     command: Command,
@@ -36,6 +45,15 @@ enum Command {
     /// The key-value table (partitioned on the key).
     #[command(subcommand)]
     Kv(KvCommand),
+    /// The task scheduler: workers and tasks.
+    #[command(subcommand)]
+    Sched(sched::SchedCommand),
+    /// Messages between tasks.
+    #[command(subcommand)]
+    Ipc(ipc::IpcCommand),
+    /// The filesystem.
+    #[command(subcommand)]
+    Fs(fs::FsCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -49,7 +67,7 @@ enum KvCommand {
 }
 
 fn run(cli: Cli) -> Result<ExitCode, Error> {
-    let mut client = Client::connect(&cli.connect)?;
+    let mut client = Client::connect_as(&cli.connect, cli.act_as.as_deref())?;
     match cli.command {
         Command::Status => {
             let stats = client.status()?;
@@ -102,6 +120,9 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
                 return Ok(ExitCode::from(1));
             }
         },
+        Command::Sched(cmd) => return sched::run(&mut client, cmd),
+        Command::Ipc(cmd) => return ipc::run(&mut client, cmd),
+        Command::Fs(cmd) => return fs::run(&mut client, cmd),
         Command::Kv(KvCommand::Del { key }) => {
             if !client.kv_delete(key.as_bytes())? {
                 eprintln!("tabos: no value under key `{key}`");

@@ -1,0 +1,41 @@
+//! tabos benchmarks: workloads measured against baselines in the same run.
+//!
+//! The `tabos-bench` driver (src/main.rs) and the criterion benchmarks (benches/) share
+//! these modules:
+//! - [`server`]: start a private tabosd for a run and always stop it again;
+//! - [`measure`]: latency histograms, timer overhead, core pinning;
+//! - [`machine`]: what the run was measured on;
+//! - [`report`]: JSON records and the markdown summary;
+//! - one module per workload ([`invoke`]), and [`baseline`] for what tabos is
+//!   compared with (a system call, loopback TCP).
+//!
+//! Benchmarks are measured, never asserted: a slow machine fails nothing.
+
+#![forbid(unsafe_code)]
+
+pub mod baseline;
+pub mod error;
+pub mod invoke;
+pub mod machine;
+pub mod measure;
+pub mod report;
+pub mod server;
+
+pub use error::Error;
+
+use std::path::PathBuf;
+
+/// Settings every workload shares (the driver's global flags).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Tiny configuration for smoke tests: seconds, not minutes.
+    pub quick: bool,
+    /// Socket of a running tabosd to use instead of starting one.
+    pub connect: Option<PathBuf>,
+    /// tabosd binary to start (`None`: the one next to this executable).
+    pub tabosd: Option<PathBuf>,
+    /// Core the measuring (client) thread is pinned to.
+    pub client_core: usize,
+    /// Core of the server side: tabosd's partition, and the baselines' server threads.
+    pub server_core: usize,
+}

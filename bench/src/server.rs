@@ -1,0 +1,276 @@
+//! The tabosd a run talks to: a private one started for the run (and always stopped
+//! again, also when a workload fails), or one already running (`--connect`).
+//!
+//! A started tabosd gets a fresh temporary directory for its socket, one partition
+//! pinned to the server core, and SIGTERM at the end (its clean shutdown path); the
+//! directory is removed afterwards. [`Tabosd`] does this in `Drop`, so nothing is left
+//! running when the driver returns early or panics. (A driver killed by SIGKILL cannot
+//! clean up; Ctrl-C reaches tabosd too, as it is in the same process group.)
+
+use crate::{Error, Settings};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+use tabos_client::Client;
+
+/// How long a started tabosd may take until it accepts a client.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a stopping tabosd may take after SIGTERM before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pause between checks while waiting for tabosd.
+const POLL_INTERVAL: Duration = Duration::from_millis(5);
+
+/// Environment variable naming the tabosd binary (as `--tabosd` does).
+pub const TABOSD_ENV: &str = "TABOS_BENCH_TABOSD";
+
+/// The tabosd next to the current executable: `target/<profile>/tabosd` for the driver
+/// (`target/<profile>/tabos-bench`) and for benchmarks and tests, which run from
+/// `target/<profile>/deps/`.
+pub fn default_binary() -> Result<PathBuf, Error> {
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::Server(format!("cannot find the current executable: {e}")))?;
+    let dir = exe
+        .parent()
+        .ok_or_else(|| Error::Server("the current executable has no directory".into()))?;
+    let mut candidates = vec![dir.join("tabosd")];
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        if let Some(profile_dir) = dir.parent() {
+            candidates.push(profile_dir.join("tabosd"));
+        }
+    }
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .ok_or_else(|| {
+            Error::Server(format!(
+                "no tabosd binary at {}: build it (`cargo build --release -p tabos-server`) or \
+             name one with --tabosd or {TABOSD_ENV}",
+                candidates[0].display()
+            ))
+        })
+}
+
+/// A tabosd started for this run. Stopped and cleaned up on drop.
+#[derive(Debug)]
+pub struct Tabosd {
+    child: Option<Child>,
+    dir: PathBuf,
+    socket: PathBuf,
+}
+
+/// A fresh private directory under the system temporary directory.
+fn fresh_dir() -> Result<PathBuf, Error> {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let base = std::env::temp_dir();
+    for _ in 0..100 {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let dir = base.join(format!("tabos-bench-{}-{n}", std::process::id()));
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(Error::io(format!("creating {}", dir.display()), e)),
+        }
+    }
+    Err(Error::Server(format!(
+        "no free temporary directory name under {}",
+        base.display()
+    )))
+}
+
+impl Tabosd {
+    /// Start `binary` with one partition pinned to `server_core`, and wait until its
+    /// socket accepts a client.
+    pub fn start(binary: &Path, server_core: usize) -> Result<Tabosd, Error> {
+        let dir = fresh_dir()?;
+        let socket = dir.join("tabos.sock");
+        let spawned = Command::new(binary)
+            .arg("--socket")
+            .arg(&socket)
+            .args(["--partitions", "1", "--cores", &server_core.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn();
+        // From here on the guard owns the directory (and the child, if any).
+        let mut server = Tabosd {
+            child: None,
+            dir,
+            socket,
+        };
+        server.child = Some(spawned.map_err(|e| {
+            Error::Server(format!(
+                "cannot run {}: {e} (build it with `cargo build --release -p tabos-server` \
+                 or name another with --tabosd)",
+                binary.display()
+            ))
+        })?);
+        server.wait_ready()?;
+        Ok(server)
+    }
+
+    fn wait_ready(&mut self) -> Result<(), Error> {
+        let started = Instant::now();
+        let child = self
+            .child
+            .as_mut()
+            .expect("wait_ready runs on a started child");
+        loop {
+            if let Some(status) = child
+                .try_wait()
+                .map_err(|e| Error::Server(format!("cannot check on tabosd: {e}")))?
+            {
+                return Err(Error::Server(format!(
+                    "tabosd exited ({status}) before it served {}",
+                    self.socket.display()
+                )));
+            }
+            let last_error = match Client::connect(&self.socket) {
+                Ok(_probe) => return Ok(()),
+                Err(e) => e,
+            };
+            if started.elapsed() > START_TIMEOUT {
+                return Err(Error::Server(format!(
+                    "tabosd did not accept a client within {} s: {last_error}",
+                    START_TIMEOUT.as_secs()
+                )));
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    /// The socket clients connect to.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// Stop tabosd (SIGTERM, then SIGKILL after a timeout), remove its directory, and
+    /// fail if it did not exit cleanly.
+    pub fn stop(mut self) -> Result<(), Error> {
+        self.shut_down()
+    }
+
+    fn shut_down(&mut self) -> Result<(), Error> {
+        let outcome = match self.child.take() {
+            Some(child) => terminate(child),
+            None => Ok(()),
+        };
+        if self.dir.exists() {
+            if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+                eprintln!("tabos-bench: cannot remove {}: {e}", self.dir.display());
+            }
+        }
+        outcome
+    }
+}
+
+/// SIGTERM `child` and reap it; SIGKILL it if it does not stop in time.
+fn terminate(mut child: Child) -> Result<(), Error> {
+    if let Ok(Some(status)) = child.try_wait() {
+        return Err(Error::Server(format!("tabosd exited early ({status})")));
+    }
+    // std can only SIGKILL; `kill -TERM` gives tabosd its clean shutdown.
+    let termed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    let status = if termed {
+        wait_for(&mut child, STOP_TIMEOUT)?
+    } else {
+        None
+    };
+    let status = match status {
+        Some(status) => status,
+        None => {
+            let _ = child.kill();
+            let status = child
+                .wait()
+                .map_err(|e| Error::Server(format!("cannot reap tabosd: {e}")))?;
+            return Err(Error::Server(format!(
+                "tabosd did not stop on SIGTERM within {} s; killed ({status})",
+                STOP_TIMEOUT.as_secs()
+            )));
+        }
+    };
+    if !status.success() {
+        return Err(Error::Server(format!(
+            "tabosd exited with {status} on SIGTERM"
+        )));
+    }
+    Ok(())
+}
+
+fn wait_for(child: &mut Child, timeout: Duration) -> Result<Option<ExitStatus>, Error> {
+    let started = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Ok(Some(status)),
+            Ok(None) if started.elapsed() > timeout => return Ok(None),
+            Ok(None) => std::thread::sleep(POLL_INTERVAL),
+            Err(e) => return Err(Error::Server(format!("cannot check on tabosd: {e}"))),
+        }
+    }
+}
+
+impl Drop for Tabosd {
+    fn drop(&mut self) {
+        if let Err(e) = self.shut_down() {
+            eprintln!("tabos-bench: {e}");
+        }
+    }
+}
+
+/// The server of a run: started for it, or already running.
+#[derive(Debug)]
+pub enum Target {
+    /// A tabosd this run started (and stops).
+    Started(Tabosd),
+    /// A tabosd someone else runs, at this socket.
+    Running(PathBuf),
+}
+
+impl Target {
+    /// Connect to `settings.connect`, or start a tabosd as `settings` say.
+    pub fn acquire(settings: &Settings) -> Result<Target, Error> {
+        if let Some(socket) = &settings.connect {
+            return Ok(Target::Running(socket.clone()));
+        }
+        let binary = match &settings.tabosd {
+            Some(path) => path.clone(),
+            None => default_binary()?,
+        };
+        eprintln!(
+            "tabos-bench: starting {} (1 partition on core {})",
+            binary.display(),
+            settings.server_core
+        );
+        Ok(Target::Started(Tabosd::start(
+            &binary,
+            settings.server_core,
+        )?))
+    }
+
+    /// The socket clients connect to.
+    pub fn socket(&self) -> &Path {
+        match self {
+            Target::Started(server) => server.socket(),
+            Target::Running(socket) => socket,
+        }
+    }
+
+    /// Connect a client.
+    pub fn connect(&self) -> Result<Client, Error> {
+        Client::connect(self.socket()).map_err(|e| Error::Server(e.to_string()))
+    }
+
+    /// Stop a started tabosd (and check it stopped cleanly); nothing for `Running`.
+    pub fn finish(self) -> Result<(), Error> {
+        match self {
+            Target::Started(server) => server.stop(),
+            Target::Running(_) => Ok(()),
+        }
+    }
+}

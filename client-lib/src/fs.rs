@@ -1,0 +1,1 @@
+//! Typed client API of the fs service.

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The whole test suite: unit and integration tests of every crate, and the quick
+# benchmark smoke tests. Usage: scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+# Integration tests start the real binaries; build them first.
+cargo build --workspace --bins
+cargo test --workspace --all-targets
+# Quick benchmark smoke test in release mode (fails only if a workload errors).
+cargo build --release -p tabos-server -p tabos-bench
+target/release/tabos-bench invoke --quick --json target/bench-smoke.json
