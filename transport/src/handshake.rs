@@ -50,14 +50,14 @@ impl Hello {
         hello
     }
 
-    /// The user asked for, if any; `Err` when the field is malformed.
-    pub fn act_as(&self) -> Result<Option<&str>, ()> {
+    /// The user asked for, if any; `Err(BadArgs)` when the field is malformed.
+    pub fn act_as(&self) -> Result<Option<&str>, crate::Status> {
         match self.act_as_len as usize {
             0 => Ok(None),
             n if n <= self.act_as.len() => std::str::from_utf8(&self.act_as[..n])
                 .map(Some)
-                .map_err(|_| ()),
-            _ => Err(()),
+                .map_err(|_| crate::Status::BadArgs),
+            _ => Err(crate::Status::BadArgs),
         }
     }
 }

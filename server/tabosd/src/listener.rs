@@ -207,7 +207,7 @@ impl Listener {
                 return;
             }
             Ok(Some(name)) => name.to_string(),
-            Err(()) => {
+            Err(_) => {
                 Self::refuse(&stream, Status::BadArgs);
                 return;
             }
