@@ -273,15 +273,7 @@ mod tests {
     }
 
     fn run(db: &mut Db, args: &[u8], reply: &mut Vec<u8>) -> Status {
-        let mut ctx = Ctx {
-            db,
-            partition: 0,
-            partition_count: 1,
-            caller: Caller::root(),
-            args,
-            reply,
-            max_reply_bytes: 8,
-        };
+        let mut ctx = Ctx::new(db, 0, 1, Caller::root(), args, reply, 8);
         execute(&def(1, "put"), &mut ctx)
     }
 
