@@ -224,6 +224,16 @@ impl Producer {
         self.ring.capacity - (self.tail - self.head_seen) as usize
     }
 
+    /// Whether at least `bytes` are free. Looks at the consumer's index (another
+    /// core's cache line) only when the last look does not already show enough room.
+    pub fn has_free(&mut self, bytes: usize) -> Result<bool, RingError> {
+        if self.free_cached() >= bytes {
+            return Ok(true);
+        }
+        self.refresh_head()?;
+        Ok(self.free_cached() >= bytes)
+    }
+
     /// Free bytes now.
     pub fn free_bytes(&mut self) -> Result<usize, RingError> {
         self.refresh_head()?;

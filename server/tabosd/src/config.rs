@@ -53,6 +53,14 @@ pub struct Config {
     #[arg(long, default_value_t = 10_000_000)]
     pub kv_rows_max: usize,
 
+    /// Most scheduler workers per partition.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub workers_max: usize,
+
+    /// Most scheduler tasks (assigned and queued) per partition.
+    #[arg(long, default_value_t = 10_000_000)]
+    pub tasks_max: usize,
+
     /// Largest IPC message in bytes.
     #[arg(long, default_value_t = 1 << 20)]
     pub max_message_bytes: usize,
@@ -183,6 +191,8 @@ impl Config {
         };
         let limits = DbLimits {
             kv_rows_max: self.kv_rows_max,
+            workers_max: self.workers_max,
+            tasks_max: self.tasks_max,
             message_bytes_max: self.max_message_bytes,
             queue_len_max: self.queue_len_max,
             block_bytes_local: self.block_bytes_local,

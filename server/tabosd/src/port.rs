@@ -34,7 +34,7 @@ impl Port {
     /// wherever the write position is.
     pub fn has_room_for_reply(&mut self, reply_bytes_max: usize) -> Result<bool, RingError> {
         let need = frame_size(reply_bytes_max);
-        Ok(self.responses.free_bytes()? >= 2 * need)
+        self.responses.has_free(2 * need)
     }
 
     /// Make written responses visible. Returns whether the client must be woken.
