@@ -13,7 +13,7 @@
 //! - [`Error`]: transport failure versus business [`Status`].
 
 mod error;
-mod fs;
+pub mod fs;
 mod ipc;
 mod sched;
 mod shm;
@@ -24,6 +24,18 @@ pub use shm::{Client, Completion};
 pub use tabos_procs::builtin::PartitionStats;
 pub use tabos_procs::ids;
 pub use tabos_transport::Status;
+
+/// The IPC client types and argument encoders (paper §4.3).
+pub use ipc::{
+    multicast_args, recv_args, recv_batch_args, send_args, timeout_ms, Message,
+    MULTICAST_RECEIVERS_MAX,
+};
+
+/// The scheduler's client types (paper §4.2).
+pub use sched::{SchedListing, SubmitAttempt};
+pub use tabos_procs::sched::{
+    Completed, Page, Placement, Policy, Submitted, TaskInfo, TaskState, WorkerInfo,
+};
 
 /// Socket used when neither `--connect` nor `TABOS_CONNECT` names one.
 pub const DEFAULT_SOCKET: &str = "/tmp/tabos.sock";

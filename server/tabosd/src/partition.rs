@@ -60,6 +60,10 @@ struct Parked {
     deadline: Instant,
 }
 
+/// How long a partition naps before retrying a wake-up or reply that found the client's
+/// response ring full.
+const RETRY_NAP: Duration = Duration::from_millis(1);
+
 /// Most invocations parked on one partition; beyond it a waiting call returns at once.
 pub const PARKED_MAX: usize = 65_536;
 
@@ -372,13 +376,12 @@ impl Partition {
         Some(invoked.status)
     }
 
-    /// Write a reply for `request` to the client's port, if it is still attached.
-    fn reply_to(&mut self, client_id: u64, request: &Header, status: Status, reply: &[u8]) {
-        if status != Status::Ok {
-            self.errors += 1;
-        }
+    /// Write a reply for `request` to the client's port. Returns false only when the
+    /// client's response ring is full (the caller keeps the reply for a later turn); a
+    /// client that left or was evicted counts as answered (the outcome stands).
+    fn reply_to(&mut self, client_id: u64, request: &Header, status: Status, reply: &[u8]) -> bool {
         let Some(port) = self.ports.iter_mut().find(|p| p.client_id == client_id) else {
-            return; // the client left; the outcome stands
+            return true;
         };
         let header = Header::response_to(request, status, reply.len() as u32);
         match port
@@ -386,85 +389,108 @@ impl Partition {
             .try_push_with(header, reply.len(), |dst| dst.copy_from_slice(reply))
         {
             Ok(true) => port.dirty = true,
-            Ok(false) => eprintln!(
-                "tabosd: client {} response ring full; reply dropped",
-                port.client_id
-            ),
+            Ok(false) => return false,
             Err(e) => port.evict(&e),
+        }
+        if status != Status::Ok {
+            self.errors += 1;
+        }
+        true
+    }
+
+    /// Whether the client has room for a reply of any size (true if it left).
+    fn client_has_room(&mut self, client_id: u64) -> bool {
+        let max = self.node.max_payload_bytes;
+        match self.ports.iter_mut().find(|p| p.client_id == client_id) {
+            None => true,
+            Some(port) => port.has_room_for_reply(max).unwrap_or(true),
         }
     }
 
     /// Run parked invocations waiting for keys that committed transactions notified,
     /// oldest first, and answer those that now succeed; then time out expired ones.
+    ///
+    /// A waiter whose client has no room for a reply is not run; its key is kept in
+    /// `woken` and the partition looks again after a short nap, so the wake-up is never
+    /// lost. Keys of different services may coincide, so a waiter that finds nothing only
+    /// stops later waiters *of the same procedure* on that key.
     fn wake_parked(&mut self) -> usize {
         if self.parked.is_empty() {
             self.woken.clear();
             return 0;
         }
         let mut answered = 0;
+        let mut retry: Vec<u64> = Vec::new();
         while let Some(key) = self.woken.pop() {
+            let mut exhausted: Vec<u32> = Vec::new();
             let mut i = 0;
             while i < self.parked.len() {
-                if self.parked[i].key != key {
+                let proc_id = self.parked[i].request.proc_id;
+                if self.parked[i].key != key || exhausted.contains(&proc_id) {
                     i += 1;
                     continue;
                 }
-                let room = match self
+                if !self
                     .ports
-                    .iter_mut()
-                    .find(|p| p.client_id == self.parked[i].client_id)
+                    .iter()
+                    .any(|p| p.client_id == self.parked[i].client_id)
                 {
-                    None => {
-                        self.parked.remove(i); // the client left
-                        continue;
+                    self.parked.remove(i); // the client left
+                    continue;
+                }
+                if !self.client_has_room(self.parked[i].client_id) {
+                    if !retry.contains(&key) {
+                        retry.push(key);
                     }
-                    Some(port) => port
-                        .has_room_for_reply(self.node.max_payload_bytes)
-                        .unwrap_or(false),
-                };
-                if !room {
                     i += 1;
                     continue;
                 }
-                let Some(def) = self
-                    .node
-                    .registry
-                    .get(self.parked[i].request.proc_id)
-                    .copied()
-                else {
+                let Some(def) = self.node.registry.get(proc_id).copied() else {
                     unreachable!("parked requests name registered procedures");
                 };
                 let args = std::mem::take(&mut self.parked[i].args);
-                let caller = self.parked[i].caller;
-                let invoked = self.invoke(&def, caller, &args);
+                let invoked = self.invoke(&def, self.parked[i].caller, &args);
                 if invoked.status == Status::QueueEmpty {
                     self.parked[i].args = args;
-                    break; // someone else took it; later waiters find nothing either
+                    exhausted.push(proc_id);
+                    i += 1;
+                    continue;
                 }
                 self.woken.extend_from_slice(&invoked.notify);
                 let parked = self.parked.remove(i);
                 let reply = std::mem::take(&mut self.reply);
-                self.reply_to(parked.client_id, &parked.request, invoked.status, &reply);
+                let written =
+                    self.reply_to(parked.client_id, &parked.request, invoked.status, &reply);
+                assert!(written, "reply room was checked before the parked call ran");
                 self.reply = reply;
                 answered += 1;
             }
         }
+        self.woken.append(&mut retry);
         let now = Instant::now();
         let mut i = 0;
         while i < self.parked.len() {
-            if self.parked[i].deadline <= now || self.shutting_down {
-                let parked = self.parked.remove(i);
-                self.reply_to(parked.client_id, &parked.request, Status::Timeout, &[]);
+            let expired = self.parked[i].deadline <= now || self.shutting_down;
+            let (client_id, request) = (self.parked[i].client_id, self.parked[i].request);
+            if expired && self.reply_to(client_id, &request, Status::Timeout, &[]) {
+                self.parked.remove(i);
                 answered += 1;
             } else {
-                i += 1;
+                i += 1; // not yet, or no room for the answer: next turn
             }
         }
         answered
     }
 
-    /// When the earliest parked invocation times out.
+    /// When the partition must look at its parked calls again even if nothing arrives.
     fn next_deadline(&self) -> Option<Instant> {
+        let reply_waits = self
+            .pending
+            .first()
+            .is_some_and(|p| p.job.outcome().is_some());
+        if reply_waits || (!self.woken.is_empty() && !self.parked.is_empty()) {
+            return Some(Instant::now() + RETRY_NAP);
+        }
         self.parked.iter().map(|p| p.deadline).min()
     }
 
@@ -495,17 +521,19 @@ impl Partition {
         }
     }
 
-    /// Reply to replicated writes that every partition has run.
+    /// Reply to replicated writes that every partition has run, in arrival order; a
+    /// reply that does not fit the client's ring waits for the next turn.
     fn answer_finished_broadcasts(&mut self) -> usize {
         let mut answered = 0;
-        let mut i = 0;
-        while i < self.pending.len() {
-            let Some((status, reply)) = self.pending[i].job.outcome() else {
-                i += 1;
-                continue;
+        while let Some(first) = self.pending.first() {
+            let Some((status, reply)) = first.job.outcome() else {
+                break;
             };
-            let done = self.pending.swap_remove(i);
-            self.reply_to(done.client_id, &done.request, status, &reply);
+            let (client_id, request) = (first.client_id, first.request);
+            if !self.reply_to(client_id, &request, status, &reply) {
+                break;
+            }
+            self.pending.remove(0);
             answered += 1;
         }
         answered
