@@ -83,10 +83,11 @@ pub fn run(settings: &Settings, config: &InvokeConfig) -> Result<Vec<Record>, Er
     measure::pin_or_warn(settings.client_core, "the client thread");
     let timer_ns = measure::timer_overhead_ns();
     eprintln!("[invoke] reading the clock costs {timer_ns} ns (included once in each timed call)");
-    // Declared first, dropped last: the client goes before the server it talks to.
+    // Stopped by `finish`, or by its Drop when a phase fails.
     let target = Target::acquire(settings)?;
     let mut records = Vec::new();
     {
+        // Closed before the server is stopped.
         let mut client = target.connect()?;
         records.push(sequential(&mut client, config, timer_ns)?);
         for &depth in &config.depths {
@@ -121,7 +122,7 @@ fn null_call(client: &mut Client, reply: &mut Vec<u8>) -> Result<(), Error> {
 fn sequential(client: &mut Client, config: &InvokeConfig, timer_ns: u64) -> Result<Record, Error> {
     let calls = config.sequential_calls;
     eprintln!(
-        "[invoke] tabos shm null, sequential: {} warm-up + {calls} timed calls",
+        "[{WORKLOAD_NULL}] tabos shm null, sequential: {} warm-up + {calls} timed calls",
         config.warmup_calls
     );
     let mut reply = Vec::new();
@@ -156,7 +157,7 @@ fn sequential(client: &mut Client, config: &InvokeConfig, timer_ns: u64) -> Resu
 /// `depth` calls kept in flight for `per_depth` (after an untimed warm-up).
 fn pipelined(client: &mut Client, depth: usize, per_depth: Duration) -> Result<Record, Error> {
     eprintln!(
-        "[invoke] tabos shm null, pipelined depth {depth}: {:.1} s",
+        "[{WORKLOAD_NULL_PIPELINED}] tabos shm null, depth {depth}: {:.1} s",
         per_depth.as_secs_f64()
     );
     keep_in_flight(client, depth, per_depth.mul_f64(0.2), None)?;

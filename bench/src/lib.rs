@@ -10,6 +10,14 @@
 //!   compared with (a system call, loopback TCP).
 //!
 //! Benchmarks are measured, never asserted: a slow machine fails nothing.
+//!
+//! Running (the driver starts `tabosd` from its own directory unless told otherwise):
+//! ```text
+//! cargo build --release -p tabos-bench -p tabos-server
+//! target/release/tabos-bench invoke --json /tmp/invoke.json   # full, ~40 s
+//! target/release/tabos-bench invoke --quick                   # smoke, ~3 s
+//! cargo bench -p tabos-bench --bench invoke                   # criterion
+//! ```
 
 #![forbid(unsafe_code)]
 

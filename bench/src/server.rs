@@ -2,12 +2,12 @@
 //! again, also when a workload fails), or one already running (`--connect`).
 //!
 //! A started tabosd gets a fresh temporary directory for its socket, one partition
-//! pinned to the server core, and SIGTERM at the end (its clean shutdown path); the
+//! confined to the server core, and SIGTERM at the end (its clean shutdown path); the
 //! directory is removed afterwards. [`Tabosd`] does this in `Drop`, so nothing is left
 //! running when the driver returns early or panics. (A driver killed by SIGKILL cannot
 //! clean up; Ctrl-C reaches tabosd too, as it is in the same process group.)
 
-use crate::{Error, Settings};
+use crate::{measure, Error, Settings};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -82,17 +82,13 @@ fn fresh_dir() -> Result<PathBuf, Error> {
 impl Tabosd {
     /// Start `binary` with one partition pinned to `server_core`, and wait until its
     /// socket accepts a client.
+    ///
+    /// tabosd is spawned from a thread pinned to `server_core` and told `--cores`, so
+    /// the partition and tabosd's other (idle) threads stay off the client's core.
     pub fn start(binary: &Path, server_core: usize) -> Result<Tabosd, Error> {
         let dir = fresh_dir()?;
         let socket = dir.join("tabos.sock");
-        let spawned = Command::new(binary)
-            .arg("--socket")
-            .arg(&socket)
-            .args(["--partitions", "1", "--cores", &server_core.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn();
+        let spawned = spawn_on_core(binary, &socket, server_core);
         // From here on the guard owns the directory (and the child, if any).
         let mut server = Tabosd {
             child: None,
@@ -121,6 +117,7 @@ impl Tabosd {
                 .try_wait()
                 .map_err(|e| Error::Server(format!("cannot check on tabosd: {e}")))?
             {
+                self.child = None; // reaped
                 return Err(Error::Server(format!(
                     "tabosd exited ({status}) before it served {}",
                     self.socket.display()
@@ -163,6 +160,29 @@ impl Tabosd {
         }
         outcome
     }
+}
+
+/// Spawn tabosd from a helper thread pinned to `core`: the child inherits the
+/// thread's CPU mask. If pinning fails (no such core), tabosd inherits this process's
+/// mask and a warning says so.
+fn spawn_on_core(binary: &Path, socket: &Path, core: usize) -> std::io::Result<Child> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                measure::pin_or_warn(core, "tabosd");
+                Command::new(binary)
+                    .arg("--socket")
+                    .arg(socket)
+                    .args(["--partitions", "1", "--cores"])
+                    .arg(core.to_string())
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::inherit())
+                    .spawn()
+            })
+            .join()
+            .expect("the spawning thread does not panic")
+    })
 }
 
 /// SIGTERM `child` and reap it; SIGKILL it if it does not stop in time.

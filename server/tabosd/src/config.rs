@@ -29,7 +29,7 @@ pub struct Config {
     /// Cores to pin partition threads to, e.g. `0,1` or `2-5`; partition i gets the
     /// i-th listed core, wrapping around. Default: spread over the available cores.
     #[arg(long, value_parser = parse_core_list)]
-    pub cores: Option<Vec<usize>>,
+    pub cores: Option<CoreList>,
 
     /// Do not pin partition threads to cores.
     #[arg(long)]
@@ -90,8 +90,12 @@ pub struct Config {
     pub spin_us: u64,
 }
 
+/// A list of core ids, parsed from `0,2,4-7`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CoreList(pub Vec<usize>);
+
 /// Parse `0,2,4-7` into a list of core ids.
-pub fn parse_core_list(text: &str) -> Result<Vec<usize>, String> {
+pub fn parse_core_list(text: &str) -> Result<CoreList, String> {
     let mut cores = Vec::new();
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let bad = || format!("bad core list `{text}`: expected e.g. `0,1` or `2-5`");
@@ -110,7 +114,18 @@ pub fn parse_core_list(text: &str) -> Result<Vec<usize>, String> {
     if cores.is_empty() {
         return Err("core list is empty".into());
     }
-    Ok(cores)
+    Ok(CoreList(cores))
+}
+
+/// The cores the kernel has online (all of `0..available` if sysfs cannot be read).
+fn online_cores() -> Vec<usize> {
+    std::fs::read_to_string("/sys/devices/system/cpu/online")
+        .ok()
+        .and_then(|text| parse_core_list(text.trim()).ok())
+        .map(|CoreList(list)| list)
+        .unwrap_or_else(|| {
+            (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect()
+        })
 }
 
 /// Settings after defaults are resolved and checked.
@@ -178,12 +193,15 @@ impl Config {
         let cores = if self.no_pin {
             vec![None; partition_count as usize]
         } else {
-            let list = self
-                .cores
-                .clone()
-                .unwrap_or_else(|| (0..available).collect());
-            if let Some(bad) = list.iter().find(|c| **c >= available.max(1024)) {
-                return Err(format!("--cores: core {bad} does not exist"));
+            let list = match &self.cores {
+                Some(CoreList(list)) => list.clone(),
+                None => (0..available).collect(),
+            };
+            let online = online_cores();
+            if let Some(bad) = list.iter().find(|c| !online.contains(c)) {
+                return Err(format!(
+                    "--cores: core {bad} is not online (online: {online:?})"
+                ));
             }
             (0..partition_count as usize)
                 .map(|i| Some(list[i % list.len()]))
@@ -216,7 +234,10 @@ mod tests {
 
     #[test]
     fn core_lists_parse() {
-        assert_eq!(parse_core_list("0,2-4").unwrap(), vec![0, 2, 3, 4]);
+        assert_eq!(
+            parse_core_list("0,2-4").unwrap(),
+            CoreList(vec![0, 2, 3, 4])
+        );
         assert!(parse_core_list("3-1").is_err());
         assert!(parse_core_list("x").is_err());
         assert!(parse_core_list("").is_err());
@@ -244,13 +265,12 @@ mod tests {
         }
         .resolve()
         .is_err());
-        let ok = Config {
-            partitions: Some(3),
-            cores: Some(vec![1]),
-            ..base
-        }
-        .resolve()
-        .unwrap();
-        assert_eq!(ok.cores, vec![Some(1), Some(1), Some(1)]);
+        let ok = Config::try_parse_from(["tabosd", "--partitions", "3", "--cores", "0"])
+            .unwrap()
+            .resolve()
+            .unwrap();
+        assert_eq!(ok.cores, vec![Some(0), Some(0), Some(0)]);
+        let far = Config::try_parse_from(["tabosd", "--cores", "100000"]).unwrap();
+        assert!(far.resolve().unwrap_err().contains("not online"));
     }
 }
