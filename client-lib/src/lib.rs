@@ -12,15 +12,17 @@
 //! - [`kv`](Client::kv_put) and [`status`](Client::status): typed wrappers.
 //! - [`Error`]: transport failure versus business [`Status`].
 
+mod client;
 mod error;
 pub mod fs;
 mod ipc;
+mod link_net;
+mod link_shm;
 mod sched;
-mod shm;
 mod typed;
 
+pub use client::{is_network_target, Client, Completion, ConnectOptions};
 pub use error::Error;
-pub use shm::{Client, Completion};
 pub use tabos_procs::builtin::PartitionStats;
 pub use tabos_procs::ids;
 pub use tabos_transport::Status;

@@ -49,18 +49,14 @@ impl Client {
         }
     }
 
-    /// Counters of every partition of the node.
+    /// Counters of every partition of the node. Other calls in flight are left alone.
     pub fn status(&mut self) -> Result<Vec<PartitionStats>, Error> {
         let mut ids_ = Vec::new();
         for p in 0..self.partition_count() {
             ids_.push(self.submit(ids::SYS_STATS, p, &[])?);
         }
-        let mut done = Vec::new();
-        while done.len() < ids_.len() {
-            self.wait(&mut done, ids_.len())?;
-        }
         let mut stats = Vec::new();
-        for c in done {
+        for c in self.wait_for(&ids_)? {
             let reply = c.into_result()?;
             stats.push(PartitionStats::decode(&reply).map_err(Error::Status)?);
         }

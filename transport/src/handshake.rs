@@ -259,11 +259,8 @@ mod tests {
         let cred = peer_credentials(&a).unwrap();
         assert_eq!(cred.pid, std::process::id());
         let efd = crate::doorbell::EventFd::new().unwrap();
-        let hello = Hello {
-            magic: HANDSHAKE_MAGIC,
-            version: 1,
-            ..Hello::default()
-        };
+        let hello = Hello::new(Some("alice"));
+        assert_eq!(hello.magic, HANDSHAKE_MAGIC);
         send_with_fds(&a, bytemuck::bytes_of(&hello), &[efd.as_fd(), efd.as_fd()]).unwrap();
         let mut buf = [0u8; 48];
         let fds = recv_with_fds(&b, &mut buf, 4).unwrap();

@@ -9,11 +9,13 @@
 //!   one pair per partition.
 //! - [`doorbell`]: futex and eventfd wake-ups used only after a bounded spin.
 //! - [`handshake`]: the Unix-socket handshake (SO_PEERCRED, SCM_RIGHTS).
+//! - [`net`]: frames over a byte stream and the network handshake (shared secret).
 //!
 //! All `unsafe` code of tabos lives here, each block with its `// SAFETY:` argument.
 
 pub mod doorbell;
 pub mod handshake;
+pub mod net;
 pub mod ring;
 pub mod segment;
 pub mod wire;

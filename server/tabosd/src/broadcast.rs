@@ -74,26 +74,36 @@ impl BroadcastJob {
 }
 
 /// Gives broadcast jobs one order on every partition.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Coordinator {
-    order: Mutex<u64>,
+    order: Mutex<Order>,
 }
 
-impl Default for Coordinator {
-    fn default() -> Self {
-        Coordinator {
-            order: Mutex::new(0),
-        }
-    }
+#[derive(Debug, Default)]
+struct Order {
+    sequence: u64,
+    closed: bool,
 }
 
 impl Coordinator {
-    /// Append `job` to every inbox, atomically with respect to other jobs.
-    pub fn submit(&self, job: &Arc<BroadcastJob>, inboxes: &[Arc<Inbox>]) {
-        let mut sequence = self.order.lock().expect("coordinator lock");
-        *sequence += 1;
+    /// Append `job` to every inbox, atomically with respect to other jobs. Returns
+    /// false once the node is shutting down: a partition may already have stopped.
+    pub fn submit(&self, job: &Arc<BroadcastJob>, inboxes: &[Arc<Inbox>]) -> bool {
+        let mut order = self.order.lock().expect("coordinator lock");
+        if order.closed {
+            return false;
+        }
+        order.sequence += 1;
         for inbox in inboxes {
             inbox.push_broadcast(job.clone());
         }
+        true
+    }
+
+    /// Refuse further jobs. Called before partitions are told to stop, so every job
+    /// accepted earlier is already in every inbox, and partitions exit only with
+    /// empty inboxes.
+    pub fn close(&self) {
+        self.order.lock().expect("coordinator lock").closed = true;
     }
 }

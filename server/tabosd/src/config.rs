@@ -22,6 +22,22 @@ pub struct Config {
     #[arg(long, default_value = DEFAULT_SOCKET, env = "TABOS_SOCKET")]
     pub socket: PathBuf,
 
+    /// Accept remote clients and peer nodes on this TCP address (e.g. 127.0.0.1:7100);
+    /// port 0 picks a free port. Needs --secret-file.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub listen: Option<std::net::SocketAddr>,
+
+    /// File holding the cluster's shared secret (at least 16 bytes); remote clients
+    /// and peers must prove it before they are served.
+    #[arg(long, value_name = "PATH")]
+    pub secret_file: Option<PathBuf>,
+
+    /// How remote connections are served: uring (io_uring; falls back to socket with
+    /// a log line when io_uring is unavailable), socket (non-blocking sockets and
+    /// poll), or rdma.
+    #[arg(long, value_enum, default_value = "uring")]
+    pub net: crate::net::NetMode,
+
     /// Number of partitions (one pinned thread each). Default: one per available core.
     #[arg(long)]
     pub partitions: Option<u32>,
@@ -186,6 +202,11 @@ impl Config {
         }
         if self.queue_len_max == 0 {
             return Err("--queue-len-max must be at least 1".into());
+        }
+        if self.listen.is_some() && self.secret_file.is_none() {
+            return Err(
+                "--listen needs --secret-file: remote clients must prove the cluster secret".into(),
+            );
         }
         if self.clients_max == 0 {
             return Err("--clients-max must be at least 1".into());

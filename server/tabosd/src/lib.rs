@@ -11,6 +11,7 @@ pub mod broadcast;
 pub mod config;
 pub mod inbox;
 pub mod listener;
+pub mod net;
 pub mod partition;
 pub mod port;
 
@@ -21,7 +22,6 @@ use partition::{NodeShared, Partition};
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 use tabos_procs::PartitionDb;
@@ -34,11 +34,21 @@ pub struct Server {
     stop: Arc<EventFd>,
     listener: Option<std::thread::JoinHandle<()>>,
     partitions: Vec<std::thread::JoinHandle<()>>,
+    net: Option<std::thread::JoinHandle<()>>,
+    net_stop: Arc<EventFd>,
+    net_addr: Option<std::net::SocketAddr>,
 }
 
 /// Bind the socket, refusing to steal it from a live server; a stale file is removed.
 fn bind_socket(path: &Path) -> Result<UnixListener, String> {
-    if path.exists() {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        if !meta.file_type().is_socket() {
+            return Err(format!(
+                "{} exists and is not a socket; remove it or pick another --socket",
+                path.display()
+            ));
+        }
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
             return Err(format!(
                 "{} is served by a running tabosd; stop it or pick another --socket",
@@ -68,7 +78,6 @@ impl Server {
             node_id: config.node_id,
             max_payload_bytes: config.max_payload_bytes as usize,
             spin: Duration::from_micros(config.spin_us),
-            stopping: AtomicBool::new(false),
         });
         let limits = resolved.limits;
         let partition_count = resolved.partition_count;
@@ -90,6 +99,26 @@ impl Server {
                 .map_err(|e| format!("cannot start partition thread: {e}"))?;
             partitions.push(handle);
         }
+        let net_stop = Arc::new(EventFd::new().map_err(|e| format!("eventfd: {e}"))?);
+        let mut net = None;
+        let mut net_addr = None;
+        if let Some(listen) = config.listen {
+            let path = config
+                .secret_file
+                .as_ref()
+                .expect("checked by Config::resolve");
+            let secret = tabos_transport::net::read_secret_file(path)?;
+            let (handle, bound) = net::start(
+                listen,
+                secret,
+                config.net,
+                node.clone(),
+                resolved.shape.ring_bytes,
+                net_stop.clone(),
+            )?;
+            net = Some(handle);
+            net_addr = Some(bound);
+        }
         let stop = Arc::new(EventFd::new().map_err(|e| format!("eventfd: {e}"))?);
         let listener = Listener::new(
             listener,
@@ -109,6 +138,9 @@ impl Server {
             stop,
             listener: Some(listener),
             partitions,
+            net,
+            net_stop,
+            net_addr,
         })
     }
 
@@ -126,5 +158,16 @@ impl Server {
         for partition in self.partitions.drain(..) {
             let _ = partition.join();
         }
+        // Partitions have answered what they took; the network thread sends those
+        // replies on, then closes every connection.
+        self.net_stop.notify();
+        if let Some(net) = self.net.take() {
+            let _ = net.join();
+        }
+    }
+
+    /// The TCP address remote clients connect to, if the node listens.
+    pub fn net_addr(&self) -> Option<std::net::SocketAddr> {
+        self.net_addr
     }
 }

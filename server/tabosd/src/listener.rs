@@ -6,7 +6,7 @@
 
 use crate::inbox::Command;
 use crate::partition::NodeShared;
-use crate::port::Port;
+use crate::port::{Peer, Port};
 use std::collections::HashMap;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
@@ -145,6 +145,7 @@ impl Listener {
                 self.accept_all();
             }
         }
+        self.node.coordinator.close();
         for inbox in &self.node.inboxes {
             inbox.send(Command::Shutdown);
         }
@@ -250,11 +251,13 @@ impl Listener {
         for (p, inbox) in self.node.inboxes.iter().enumerate() {
             let port = Port {
                 client_id,
-                caller,
                 requests: Consumer::new(segment.request_ring(p as u32)),
                 responses: Producer::new(segment.response_ring(p as u32)),
-                segment: segment.clone(),
-                socket: stream.clone(),
+                peer: Peer::Local {
+                    caller,
+                    segment: segment.clone(),
+                    socket: stream.clone(),
+                },
                 dirty: false,
             };
             inbox.send(Command::Attach(Box::new(port)));

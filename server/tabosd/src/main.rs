@@ -61,6 +61,12 @@ fn main() {
         cores.join(","),
         resolved.config.socket.display()
     );
+    if let Some(addr) = server.net_addr() {
+        eprintln!(
+            "tabosd: node {} accepts remote calls on {addr} ({:?})",
+            resolved.config.node_id, resolved.config.net
+        );
+    }
     server.join();
     eprintln!("tabosd: stopped");
 }

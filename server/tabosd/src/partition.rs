@@ -8,7 +8,7 @@
 use crate::broadcast::{BroadcastJob, Coordinator};
 use crate::inbox::{Command, Inbox};
 use crate::port::Port;
-use std::sync::atomic::{fence, AtomicBool, Ordering};
+use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tabos_engine::{execute, Caller, Ctx, ProcDef, Registry, Scope, WaitFor};
@@ -36,8 +36,6 @@ pub struct NodeShared {
     pub max_payload_bytes: usize,
     /// How long an idle partition spins before sleeping.
     pub spin: Duration,
-    /// Set once shutdown has begun.
-    pub stopping: AtomicBool,
 }
 
 /// A replicated write this partition received and must answer.
@@ -63,6 +61,9 @@ struct Parked {
 /// How long a partition naps before retrying a wake-up or reply that found the client's
 /// response ring full.
 const RETRY_NAP: Duration = Duration::from_millis(1);
+
+/// How long a stopping partition keeps answering calls that still arrive.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// Most invocations parked on one partition; beyond it a waiting call returns at once.
 pub const PARKED_MAX: usize = 65_536;
@@ -90,6 +91,7 @@ pub struct Partition {
     calls: u64,
     errors: u64,
     shutting_down: bool,
+    shutdown_since: Option<Instant>,
     // Partition state is owned by one thread: keep the type !Send.
     _not_send: std::marker::PhantomData<*const ()>,
 }
@@ -125,6 +127,7 @@ impl Partition {
             calls: 0,
             errors: 0,
             shutting_down: false,
+            shutdown_since: None,
             _not_send: std::marker::PhantomData,
         }
     }
@@ -161,10 +164,14 @@ impl Partition {
             // 4. Reply: publish response rings and wake sleeping clients.
             self.publish_replies();
             work += self.answer_finished_broadcasts();
-            if self.shutting_down
-                && work == 0
-                && self.pending.is_empty()
-                && !self.inbox().has_pending()
+            let grace_over = self
+                .shutdown_since
+                .is_some_and(|t| t.elapsed() > SHUTDOWN_GRACE);
+            if grace_over
+                || self.shutting_down
+                    && work == 0
+                    && self.pending.is_empty()
+                    && !self.inbox().has_pending()
             {
                 break;
             }
@@ -200,7 +207,10 @@ impl Partition {
             match command {
                 Command::Attach(port) => self.ports.push(*port),
                 Command::Detach(client_id) => self.ports.retain(|p| p.client_id != client_id),
-                Command::Shutdown => self.shutting_down = true,
+                Command::Shutdown => {
+                    self.shutting_down = true;
+                    self.shutdown_since = Some(Instant::now());
+                }
             }
         }
         self.commands = commands;
@@ -333,7 +343,9 @@ impl Partition {
         let Some(def) = self.node.registry.get(request.proc_id).copied() else {
             return Some(Status::UnknownProcedure);
         };
-        let caller = self.ports[index].caller;
+        let Some(caller) = self.ports[index].caller_of(request) else {
+            return Some(Status::BadFrame); // its connection closed; the reply goes nowhere
+        };
         if def.scope == Scope::Broadcast {
             if self.shutting_down {
                 return Some(Status::ShuttingDown);
@@ -345,7 +357,9 @@ impl Partition {
                 self.id,
                 self.partition_count(),
             ));
-            self.node.coordinator.submit(&job, &self.node.inboxes);
+            if !self.node.coordinator.submit(&job, &self.node.inboxes) {
+                return Some(Status::ShuttingDown);
+            }
             let client_id = self.ports[index].client_id;
             self.pending.push(PendingBroadcast {
                 job,

@@ -1,6 +1,11 @@
 //! One client's connection to one partition: the partition's ends of that client's
 //! request and response rings.
+//!
+//! A port's peer is either a local task (its own shared-memory segment) or the node's
+//! network gateway, whose one port per partition carries every remote connection: the
+//! caller of each of its requests is found by the connection tag in the request id.
 
+use crate::net::gateway::GatewayShared;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -8,28 +13,56 @@ use tabos_engine::Caller;
 use tabos_transport::doorbell::futex_wake;
 use tabos_transport::ring::{Consumer, Producer, RingError};
 use tabos_transport::segment::Segment;
-use tabos_transport::wire::frame_size;
+use tabos_transport::wire::{frame_size, Header};
+
+/// Who is at the other end of a port.
+#[derive(Debug)]
+pub enum Peer {
+    /// A local task over shared memory.
+    Local {
+        /// Who the client is: from SO_PEERCRED, or the user root chose to act as.
+        caller: Caller,
+        /// The client's segment (its futex word wakes the client).
+        segment: Arc<Segment>,
+        /// The client's socket, shut down to evict a client that corrupted its rings.
+        socket: Arc<UnixStream>,
+    },
+    /// The network gateway thread, multiplexing remote connections.
+    Gateway(Arc<GatewayShared>),
+}
 
 /// A client's rings as seen by one partition. Owned by that partition's thread.
 #[derive(Debug)]
 pub struct Port {
     /// The node's id for the client.
     pub client_id: u64,
-    /// Who the client is: from SO_PEERCRED, or the user root chose to act as.
-    pub caller: Caller,
     /// Requests from the client.
     pub requests: Consumer,
     /// Responses to the client; published after the batch is durable.
     pub responses: Producer,
-    /// The client's segment (its futex word wakes the client).
-    pub segment: Arc<Segment>,
-    /// The client's socket, shut down to evict a client that corrupted its rings.
-    pub socket: Arc<UnixStream>,
+    /// The other end.
+    pub peer: Peer,
     /// Responses written since the last publish.
     pub dirty: bool,
 }
 
 impl Port {
+    /// Who sent `request`; `None` when its remote connection has already closed.
+    pub fn caller_of(&self, request: &Header) -> Option<Caller> {
+        match &self.peer {
+            Peer::Local { caller, .. } => Some(*caller),
+            Peer::Gateway(gateway) => gateway.caller_of(request.request_id),
+        }
+    }
+
+    /// Process id of a local client (0 for the gateway), for log lines.
+    pub fn pid(&self) -> u32 {
+        match &self.peer {
+            Peer::Local { caller, .. } => caller.pid,
+            Peer::Gateway(_) => 0,
+        }
+    }
+
     /// Whether the response ring can take a reply of up to `reply_bytes_max` bytes,
     /// wherever the write position is.
     pub fn has_room_for_reply(&mut self, reply_bytes_max: usize) -> Result<bool, RingError> {
@@ -49,18 +82,28 @@ impl Port {
 
     /// Wake the client if it sleeps (call after `publish` and a SeqCst fence).
     pub fn wake_if_waiting(&self) {
-        if self.segment.client_waiting().load(Ordering::Relaxed) != 0 {
-            self.segment.client_futex().fetch_add(1, Ordering::Release);
-            futex_wake(self.segment.client_futex());
+        match &self.peer {
+            Peer::Local { segment, .. } => {
+                if segment.client_waiting().load(Ordering::Relaxed) != 0 {
+                    segment.client_futex().fetch_add(1, Ordering::Release);
+                    futex_wake(segment.client_futex());
+                }
+            }
+            Peer::Gateway(gateway) => gateway.wake_if_sleeping(),
         }
     }
 
     /// Evict the client: the listener sees the socket close and detaches it everywhere.
     pub fn evict(&self, why: &dyn std::fmt::Display) {
-        eprintln!(
-            "tabosd: evicting client {} (pid {}): {why}",
-            self.client_id, self.caller.pid
-        );
-        let _ = self.socket.shutdown(std::net::Shutdown::Both);
+        match &self.peer {
+            Peer::Local { caller, socket, .. } => {
+                eprintln!(
+                    "tabosd: evicting client {} (pid {}): {why}",
+                    self.client_id, caller.pid
+                );
+                let _ = socket.shutdown(std::net::Shutdown::Both);
+            }
+            Peer::Gateway(_) => eprintln!("tabosd: network gateway ring broken: {why}"),
+        }
     }
 }

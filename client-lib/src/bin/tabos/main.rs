@@ -7,15 +7,20 @@ mod sched;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use tabos_client::{Client, Error, DEFAULT_SOCKET};
+use tabos_client::{Client, ConnectOptions, Error, DEFAULT_SOCKET};
 
 /// Talk to a tabos node: status, procedure calls and the key-value table.
 #[derive(Parser, Debug)]
-#[command(name = "tabos", version, about)]
+#[command(name = "tabos", version)]
 struct Cli {
-    /// Unix socket of the node (default: $TABOS_CONNECT, else /tmp/tabos.sock).
+    /// The node: a Unix socket path (shared memory) or HOST:PORT (TCP). Default:
+    /// $TABOS_CONNECT, else /tmp/tabos.sock.
     #[arg(long, global = true, env = "TABOS_CONNECT", default_value = DEFAULT_SOCKET)]
     connect: PathBuf,
+
+    /// File with the cluster secret, needed when --connect names HOST:PORT.
+    #[arg(long, global = true, env = "TABOS_SECRET_FILE", value_name = "PATH")]
+    secret_file: Option<PathBuf>,
 
     /// Act as USER instead of the connecting user (root only; give it before the
     /// subcommand, e.g. `tabos --as alice fs ls /alice`).
@@ -67,7 +72,11 @@ enum KvCommand {
 }
 
 fn run(cli: Cli) -> Result<ExitCode, Error> {
-    let mut client = Client::connect_as(&cli.connect, cli.act_as.as_deref())?;
+    let options = ConnectOptions {
+        act_as: cli.act_as.clone(),
+        secret_file: cli.secret_file.clone(),
+    };
+    let mut client = Client::connect_with(&cli.connect, &options)?;
     match cli.command {
         Command::Status => {
             let stats = client.status()?;

@@ -1,0 +1,410 @@
+//! Helpers shared by tabosd's integration tests: a real `tabosd` process in its own
+//! temporary directory, stopped by a drop guard; child processes re-executed from the
+//! test binary; and a bound on every wait, so a broken server fails a test instead of
+//! hanging it. Nothing here measures time: timeouts only turn hangs into failures.
+
+#![allow(dead_code)] // each test file uses a different part of this module
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+use tabos_client::Client;
+
+/// Longest wait for a started tabosd to accept a client.
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest wait for anything that should finish (a process exit, a call, a detach).
+pub const HANG_TIMEOUT: Duration = Duration::from_secs(60);
+/// Environment variable that turns a run of this test binary into a child process.
+pub const CHILD_ENV: &str = "TABOS_TEST_CHILD";
+/// Line a child prints on stdout once it is connected.
+pub const READY_LINE: &str = "TABOS-CHILD-READY";
+
+/// The tabosd built for these tests.
+pub fn tabosd_exe() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_tabosd"))
+}
+
+/// A fresh, empty directory for one test (removed by [`TestDir`]'s drop).
+#[derive(Debug)]
+pub struct TestDir {
+    pub path: PathBuf,
+}
+
+impl TestDir {
+    pub fn new(tag: &str) -> TestDir {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let name = format!("tabos-{tag}-{}-{n}", std::process::id());
+        // Unix socket paths must fit in 108 bytes: fall back to /tmp for a long TMPDIR.
+        let mut base = std::env::temp_dir();
+        if base.as_os_str().len() + name.len() > 80 {
+            base = PathBuf::from("/tmp");
+        }
+        let path = base.join(name);
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create the test directory");
+        TestDir { path }
+    }
+
+    /// Where this test's tabosd listens.
+    pub fn socket(&self) -> PathBuf {
+        self.path.join("s.sock")
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Send `signal` (`TERM`, `KILL`, `INT`...) to `pid` with kill(1).
+pub fn send_signal(pid: u32, signal: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Wait for `child` to exit, at most `timeout`; `None` if it is still running.
+pub fn wait_exit(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Run `f` on a thread and return its result; fail the test if it takes longer than
+/// `timeout` (a hang) or panics. A hung thread is left behind: the test fails anyway.
+pub fn within<T: Send + 'static>(
+    what: &str,
+    timeout: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(value) => value,
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            panic!("{what}: still not done after {timeout:?}: hung")
+        }
+        Err(mpsc::RecvTimeoutError::Disconnected) => panic!("{what}: the thread panicked"),
+    }
+}
+
+/// Poll `check` until it returns `Some`, at most `timeout`.
+pub fn poll_until<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not true after {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A running tabosd, terminated (SIGTERM, then SIGKILL) when dropped.
+#[derive(Debug)]
+pub struct Daemon {
+    child: Option<Child>,
+    pid: u32,
+    socket: PathBuf,
+    log: PathBuf,
+    dir: TestDir,
+}
+
+/// The flags every test server gets: two partitions, a short spin, no pinning (tests
+/// run side by side on few cores).
+pub fn base_args(socket: &Path) -> Vec<String> {
+    vec![
+        "--socket".into(),
+        socket.display().to_string(),
+        "--partitions".into(),
+        "2".into(),
+        "--spin-us".into(),
+        "50".into(),
+        "--no-pin".into(),
+    ]
+}
+
+impl Daemon {
+    /// Start a tabosd with [`base_args`] and `extra` flags and wait until a client
+    /// can connect.
+    pub fn start(tag: &str, extra: &[&str]) -> Daemon {
+        Daemon::start_exe(&tabosd_exe(), tag, extra)
+    }
+
+    /// As [`Daemon::start`], with the tabosd binary at `exe`.
+    pub fn start_exe(exe: &Path, tag: &str, extra: &[&str]) -> Daemon {
+        Daemon::start_in(exe, TestDir::new(tag), extra)
+    }
+
+    /// As [`Daemon::start_exe`], listening at `dir`'s socket path (which may exist).
+    pub fn start_in(exe: &Path, dir: TestDir, extra: &[&str]) -> Daemon {
+        let socket = dir.socket();
+        let log = dir.path.join("tabosd.log");
+        let child = Command::new(exe)
+            .args(base_args(&socket))
+            .args(extra)
+            .env_remove("TABOS_SOCKET")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("create the log file"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", exe.display()));
+        let mut daemon = Daemon {
+            pid: child.id(),
+            child: Some(child),
+            socket,
+            log,
+            dir,
+        };
+        daemon.wait_ready();
+        daemon
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(status) = self.child_mut().try_wait().expect("try_wait") {
+                panic!(
+                    "tabosd exited during start-up with {status}; its log:\n{}",
+                    self.log()
+                );
+            }
+            if Client::connect(&self.socket).is_ok() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tabosd did not accept a client within {START_TIMEOUT:?}; its log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn child_mut(&mut self) -> &mut Child {
+        self.child.as_mut().expect("the daemon process")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir.path
+    }
+
+    /// What tabosd wrote on stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// A new client of this daemon.
+    pub fn connect(&self) -> Client {
+        Client::connect(&self.socket).unwrap_or_else(|e| {
+            panic!(
+                "cannot connect to the test tabosd: {e}; its log:\n{}",
+                self.log()
+            )
+        })
+    }
+
+    /// Send a signal to the daemon.
+    pub fn signal(&self, signal: &str) {
+        send_signal(self.pid, signal);
+    }
+
+    /// Whether the daemon process is still running.
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(child) => child.try_wait().expect("try_wait").is_none(),
+            None => false,
+        }
+    }
+
+    /// Wait for the daemon to exit on its own (after a signal); fails the test after
+    /// [`HANG_TIMEOUT`].
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let status = wait_exit(self.child_mut(), HANG_TIMEOUT);
+        match status {
+            Some(status) => status,
+            None => panic!(
+                "tabosd did not exit within {HANG_TIMEOUT:?}; its log:\n{}",
+                self.log()
+            ),
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        if child.try_wait().ok().flatten().is_none() {
+            send_signal(self.pid, "TERM");
+            if wait_exit(&mut child, Duration::from_secs(10)).is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "--- tabosd log ({}) ---\n{}",
+                self.log.display(),
+                self.log()
+            );
+        }
+    }
+}
+
+/// Start this test binary again as a child process that runs only the (ignored) test
+/// `entry`, with [`CHILD_ENV`] set to `role`. Its stdout and stderr are piped.
+pub fn spawn_child(entry: &str, role: &str) -> Child {
+    child_command(entry, role)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("re-execute the test binary")
+}
+
+/// As [`spawn_child`], with stdin piped too (for [`release_child`]).
+pub fn spawn_child_held(entry: &str, role: &str) -> Child {
+    child_command(entry, role)
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("re-execute the test binary")
+}
+
+fn child_command(entry: &str, role: &str) -> Command {
+    let mut command = Command::new(std::env::current_exe().expect("the test binary"));
+    command
+        .args([
+            entry,
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, role)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// Let a child started with [`spawn_child_held`] go on past [`wait_for_release`].
+pub fn release_child(child: &mut Child) {
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    stdin.write_all(b"go\n").expect("release the child");
+}
+
+/// In a child: block until the parent calls [`release_child`].
+pub fn wait_for_release() {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .expect("read the release line");
+    assert_eq!(line.trim(), "go", "released with {line:?}");
+}
+
+/// Read `child`'s stdout until it prints [`READY_LINE`], then keep draining it in
+/// the background. Fails after [`HANG_TIMEOUT`].
+pub fn wait_child_ready(child: &mut Child) {
+    let stdout = child.stdout.take().expect("piped stdout");
+    let reader = within("child start-up", HANG_TIMEOUT, move || {
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = reader.read_line(&mut line).expect("read child stdout");
+            assert!(n > 0, "the child exited before it was ready");
+            if line.contains(READY_LINE) {
+                return reader;
+            }
+        }
+    });
+    std::thread::spawn(move || {
+        let mut reader = reader;
+        let _ = std::io::copy(&mut reader, &mut std::io::sink());
+    });
+}
+
+/// Wait for `child` to exit and collect its output; kills it and fails the test
+/// after `timeout`.
+pub fn child_output(mut child: Child, timeout: Duration) -> Output {
+    let pid = child.id();
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let out = drain(stdout.map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let err = drain(stderr.map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let status = match wait_exit(&mut child, timeout) {
+        Some(status) => status,
+        None => {
+            send_signal(pid, "KILL");
+            let _ = child.wait();
+            panic!("child process {pid} did not finish within {timeout:?}");
+        }
+    };
+    Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    }
+}
+
+/// Fail the test unless the child exited 0; shows its output.
+pub fn assert_child_ok(what: &str, output: &Output) {
+    assert!(
+        output.status.success(),
+        "{what} failed with {}:\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The role given to this process by [`spawn_child`], if it is a child.
+pub fn child_role() -> Option<String> {
+    std::env::var(CHILD_ENV).ok()
+}
+
+/// Clients attached to each partition, from `status()`.
+pub fn clients_per_partition(client: &mut Client) -> Vec<u32> {
+    client
+        .status()
+        .expect("status")
+        .iter()
+        .map(|s| s.clients)
+        .collect()
+}
