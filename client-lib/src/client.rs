@@ -5,9 +5,11 @@
 use crate::error::Error;
 use crate::link_net::{NetLink, NET_WINDOW};
 use crate::link_shm::{ShmLink, LIVENESS_CHECK};
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+use tabos_procs::builtin::{decode_cluster_map, NodeInfo};
+use tabos_procs::ids;
 use tabos_transport::handshake::Welcome;
 use tabos_transport::wire::{partition_for_key, Header};
 use tabos_transport::Status;
@@ -53,13 +55,83 @@ enum Link {
     Net(NetLink),
 }
 
-/// A connection to one tabos node. Not shared between threads: open one per thread.
+impl Link {
+    fn try_push(&mut self, header: Header, args: &[u8], in_flight: usize) -> Result<bool, Error> {
+        match self {
+            Link::Shm(link) => link.try_push(header, args),
+            Link::Net(link) if in_flight < NET_WINDOW => link.try_push(header, args),
+            Link::Net(_) => Ok(false),
+        }
+    }
+
+    fn flush(&mut self, stash: &mut VecDeque<Completion>) -> Result<(), Error> {
+        match self {
+            Link::Shm(link) => {
+                link.flush();
+                Ok(())
+            }
+            Link::Net(link) => link.flush(stash),
+        }
+    }
+
+    fn collect(&mut self, stash: &mut VecDeque<Completion>) -> Result<usize, Error> {
+        match self {
+            Link::Shm(link) => link.collect(stash),
+            Link::Net(link) => link.collect(stash),
+        }
+    }
+
+    fn block_until_reply(&mut self, stash: &mut VecDeque<Completion>) -> Result<(), Error> {
+        match self {
+            Link::Shm(link) => link.block_until_reply(),
+            Link::Net(link) => link.block_until_reply(stash),
+        }
+    }
+
+    fn check_alive(&self) -> Result<(), Error> {
+        match self {
+            Link::Shm(link) => link.check_alive(),
+            Link::Net(_) => Ok(()),
+        }
+    }
+}
+
+/// How long a client waiting on several nodes spins before it naps between looks.
+const SPIN_MULTI: Duration = Duration::from_micros(50);
+
+/// How long a node that failed is reported down before the client tries it again.
+const RECONNECT_AFTER: Duration = Duration::from_millis(200);
+
+/// One node of the cluster as the client sees it.
+#[derive(Debug)]
+struct NodeLink {
+    info: NodeInfo,
+    link: Option<Link>,
+    /// Calls sent to this node and not yet collected.
+    in_flight: usize,
+    /// Why and since when the node is unreachable.
+    down: Option<(Instant, String)>,
+}
+
+/// A connection to a tabos node, and through it to every node of its cluster: each
+/// call goes straight to the node that owns its partition (shared memory for the
+/// node connected to by socket path, TCP for the others). Not shared between
+/// threads: open one per thread.
 #[derive(Debug)]
 pub struct Client {
-    link: Link,
+    nodes: Vec<NodeLink>,
+    /// Node index of each global partition.
+    route: Vec<u32>,
+    options: ConnectOptions,
+    secret: Option<Vec<u8>>,
     welcome: Welcome,
     next_request_id: u64,
     in_flight: usize,
+    /// Which node each call in flight went to (only with several nodes).
+    owner: HashMap<u64, u32>,
+    /// Extra copies of replicated writes sent to the other nodes: their completions
+    /// are dropped (the caller gets the first node's).
+    shadows: HashSet<u64>,
     stash: VecDeque<Completion>,
     broken: Option<String>,
 }
@@ -96,44 +168,199 @@ impl Client {
         let target = target.as_ref();
         let text = target.to_string_lossy();
         let act_as = options.act_as.as_deref();
+        let secret = secret_of(options)?;
         let (link, welcome) = if is_network_target(&text) {
-            let file = options
-                .secret_file
-                .clone()
-                .or_else(|| std::env::var_os("TABOS_SECRET_FILE").map(PathBuf::from));
-            let Some(file) = file else {
+            let Some(secret) = &secret else {
                 return Err(Error::Transport(format!(
                     "{text} is a network node: give the cluster secret with --secret-file or TABOS_SECRET_FILE"
                 )));
             };
-            let secret = tabos_transport::net::read_secret_file(&file).map_err(Error::Transport)?;
-            let (link, welcome) = NetLink::connect(&text, &secret, act_as)?;
+            let (link, welcome) = NetLink::connect(&text, secret, act_as)?;
             (Link::Net(link), welcome)
         } else {
             let (link, welcome) = ShmLink::connect(target, act_as)?;
             (Link::Shm(link), welcome)
         };
-        Ok(Client {
-            link,
+        let home = NodeInfo {
+            node_id: welcome.node_id,
+            partition_base: welcome.partition_base(),
+            partition_count: welcome.local_partitions(),
+            address: if is_network_target(&text) {
+                text.to_string()
+            } else {
+                String::new()
+            },
+            socket: text.to_string(),
+        };
+        let mut client = Client {
+            nodes: vec![NodeLink {
+                info: home,
+                link: Some(link),
+                in_flight: 0,
+                down: None,
+            }],
+            route: vec![0; welcome.partition_count as usize],
+            options: options.clone(),
+            secret,
             welcome,
             next_request_id: 1,
             in_flight: 0,
+            owner: HashMap::new(),
+            shadows: HashSet::new(),
             stash: VecDeque::new(),
             broken: None,
-        })
+        };
+        if welcome.local_partitions() != welcome.partition_count {
+            client.learn_cluster()?;
+        }
+        Ok(client)
     }
 
-    /// Whether this client talks to its node over the network.
+    /// Ask the node we connected to for the cluster map and route by it.
+    fn learn_cluster(&mut self) -> Result<(), Error> {
+        let base = self.welcome.partition_base();
+        let reply = self.call(ids::SYS_CLUSTER_MAP, base, &[])?;
+        let map = decode_cluster_map(&reply)
+            .map_err(|_| Error::Transport("the node sent a malformed cluster map".into()))?;
+        let total: u32 = map.iter().map(|n| n.partition_count).sum();
+        if total != self.welcome.partition_count
+            || !map.iter().any(|n| n.node_id == self.welcome.node_id)
+        {
+            return Err(Error::Transport(
+                "the node's cluster map does not match its welcome".into(),
+            ));
+        }
+        let mut home = self.nodes.pop().expect("the home node");
+        self.route.clear();
+        for (index, info) in map.into_iter().enumerate() {
+            self.route.extend(std::iter::repeat_n(
+                index as u32,
+                info.partition_count as usize,
+            ));
+            if info.node_id == home.info.node_id {
+                home.info.address = info.address;
+                let home = std::mem::replace(&mut home, NodeLink::empty());
+                self.nodes.push(home);
+            } else {
+                self.nodes.push(NodeLink {
+                    info,
+                    ..NodeLink::empty()
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The cluster's nodes, and whether this client reaches each now (`None`: not
+    /// tried yet; `Some(Err(why))`: down).
+    pub fn nodes(&self) -> Vec<(NodeInfo, Option<Result<(), String>>)> {
+        self.nodes
+            .iter()
+            .map(|n| {
+                let state = match (&n.link, &n.down) {
+                    (Some(_), _) => Some(Ok(())),
+                    (None, Some((_, why))) => Some(Err(why.clone())),
+                    (None, None) => None,
+                };
+                (n.info.clone(), state)
+            })
+            .collect()
+    }
+
+    /// Try to reach every node now (for `tabos status`).
+    pub fn probe_nodes(&mut self) {
+        for index in 0..self.nodes.len() {
+            if self.nodes[index].link.is_none() {
+                self.nodes[index].down = None;
+                let _ = self.ensure_link(index);
+            }
+        }
+    }
+
+    /// Connect to node `index` if not connected; fail fast while it is reported down.
+    fn ensure_link(&mut self, index: usize) -> Result<(), Error> {
+        let node = &mut self.nodes[index];
+        if node.link.is_some() {
+            return Ok(());
+        }
+        if let Some((since, why)) = &node.down {
+            if since.elapsed() < RECONNECT_AFTER {
+                return Err(Error::Transport(why.clone()));
+            }
+        }
+        let name = format!("node {} ({})", node.info.node_id, node.info.address);
+        let result = match &self.secret {
+            _ if node.info.address.is_empty() => Err(Error::Transport(
+                "it does not listen for remote calls".into(),
+            )),
+            None => Err(Error::Transport(
+                "no cluster secret: give --secret-file or TABOS_SECRET_FILE".into(),
+            )),
+            Some(secret) => {
+                NetLink::connect(&node.info.address, secret, self.options.act_as.as_deref())
+            }
+        };
+        let why = match result {
+            Ok((link, welcome)) if welcome.partition_base() == node.info.partition_base => {
+                node.link = Some(Link::Net(link));
+                node.down = None;
+                return Ok(());
+            }
+            Ok(_) => format!("{name} owns other partitions than the cluster map says"),
+            Err(e) => format!("{name} is unreachable: {e}"),
+        };
+        node.down = Some((Instant::now(), why.clone()));
+        Err(Error::Transport(why))
+    }
+
+    /// Node `index` failed: drop its link and answer its calls in flight with
+    /// `NodeUnavailable`, so nobody waits for them.
+    fn node_failed(&mut self, index: usize, e: Error) -> Error {
+        if self.nodes.len() == 1 {
+            return self.fail(e);
+        }
+        let node = &mut self.nodes[index];
+        let why = format!(
+            "node {} ({}) is unreachable: {e}",
+            node.info.node_id, node.info.address
+        );
+        node.link = None;
+        node.down = Some((Instant::now(), why.clone()));
+        node.in_flight = 0;
+        let partition = node.info.partition_base;
+        let lost: Vec<u64> = self
+            .owner
+            .iter()
+            .filter(|(_, n)| **n as usize == index)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in lost {
+            self.owner.remove(&id);
+            if self.shadows.remove(&id) {
+                self.in_flight -= 1;
+                continue;
+            }
+            self.stash.push_back(Completion {
+                request_id: id,
+                partition,
+                status_code: Status::NodeUnavailable as u32,
+                reply: Vec::new(),
+            });
+        }
+        Error::Transport(why)
+    }
+
+    /// Whether this client talks to its first node over the network.
     pub fn is_remote(&self) -> bool {
-        matches!(self.link, Link::Net(_))
+        matches!(self.nodes[0].link, Some(Link::Net(_)))
     }
 
-    /// Partitions on the node.
+    /// Partitions in the cluster (global partition ids run `0..partition_count`).
     pub fn partition_count(&self) -> u32 {
         self.welcome.partition_count
     }
 
-    /// The node's id.
+    /// The id of the node this client connected to.
     pub fn node_id(&self) -> u32 {
         self.welcome.node_id
     }
@@ -150,7 +377,7 @@ impl Client {
 
     /// Calls submitted and not yet returned by [`Client::poll`] or [`Client::wait`].
     pub fn in_flight(&self) -> usize {
-        self.in_flight
+        self.in_flight - self.shadows.len()
     }
 
     fn check_broken(&self) -> Result<(), Error> {
@@ -182,38 +409,78 @@ impl Client {
     /// Queue a call of `proc_id` on `partition`; returns its request id. Nothing is
     /// sent before [`Client::flush`] (or a wait). When the ring (or, remotely, the
     /// window of calls in flight) is full, this sends what is queued and collects
-    /// replies until there is room.
+    /// replies until there is room. In a cluster, a write to replicated tables goes to
+    /// every node; the id is that of the copy sent to `partition`'s node.
     pub fn submit(&mut self, proc_id: u32, partition: u32, args: &[u8]) -> Result<u64, Error> {
         self.validate(partition, args)?;
+        let request_id = self.submit_to(proc_id, partition, args)?;
+        if self.nodes.len() > 1 && self.is_broadcast(proc_id) {
+            let home = self.route[partition as usize] as usize;
+            for index in 0..self.nodes.len() {
+                if index != home {
+                    let base = self.nodes[index].info.partition_base;
+                    let shadow = self.submit_to(proc_id, base, args)?;
+                    self.shadows.insert(shadow);
+                }
+            }
+        }
+        Ok(request_id)
+    }
+
+    fn is_broadcast(&self, proc_id: u32) -> bool {
+        static REGISTRY: std::sync::OnceLock<tabos_engine::Registry<tabos_procs::PartitionDb>> =
+            std::sync::OnceLock::new();
+        let registry = REGISTRY.get_or_init(tabos_procs::registry);
+        registry
+            .get(proc_id)
+            .is_some_and(|d| d.scope == tabos_engine::Scope::Broadcast)
+    }
+
+    fn submit_to(&mut self, proc_id: u32, partition: u32, args: &[u8]) -> Result<u64, Error> {
+        let index = self.route[partition as usize] as usize;
+        if self.nodes.len() > 1 {
+            self.ensure_link(index)?;
+        }
         let request_id = self.next_request_id;
         let header = Header::request(request_id, proc_id, partition, args.len() as u32);
         // The clock is read only once the ring is full: not on the fast path.
         let mut full_since: Option<Instant> = None;
         loop {
-            let pushed = match &mut self.link {
-                Link::Shm(link) => link.try_push(header, args),
-                Link::Net(link) if self.in_flight < NET_WINDOW => link.try_push(header, args),
-                Link::Net(_) => Ok(false),
+            let node = &mut self.nodes[index];
+            let Some(link) = node.link.as_mut() else {
+                return Err(Error::Transport(
+                    node.down
+                        .as_ref()
+                        .map_or("node down".into(), |d| d.1.clone()),
+                ));
             };
-            if pushed.map_err(|e| self.fail(e))? {
-                break;
+            match link.try_push(header, args, node.in_flight) {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(e) => return Err(self.node_failed(index, e)),
             }
             self.flush();
             self.check_broken()?;
-            if matches!(self.link, Link::Net(_)) {
+            if matches!(self.nodes[index].link, Some(Link::Net(_))) {
                 // The window is full: wait for replies rather than spin.
                 self.block_until_reply()?;
                 continue;
             }
             self.collect_into_stash()?;
             if full_since.get_or_insert_with(Instant::now).elapsed() > LIVENESS_CHECK {
-                self.check_alive()?;
+                if let Some(Err(e)) = self.nodes[index].link.as_ref().map(Link::check_alive) {
+                    return Err(self.node_failed(index, e));
+                }
                 full_since = None;
             }
             std::hint::spin_loop();
         }
         self.next_request_id += 1;
         self.in_flight += 1;
+        self.nodes[index].in_flight += 1;
+        if self.nodes.len() > 1 {
+            self.owner.insert(request_id, index as u32);
+        }
         Ok(request_id)
     }
 
@@ -221,40 +488,76 @@ impl Client {
     /// that sleep, or write them to the socket). A transport failure here surfaces
     /// at the next call.
     pub fn flush(&mut self) {
-        let result = match &mut self.link {
-            Link::Shm(link) => {
-                link.flush();
-                Ok(())
+        for index in 0..self.nodes.len() {
+            let node = &mut self.nodes[index];
+            if let Some(link) = node.link.as_mut() {
+                if let Err(e) = link.flush(&mut self.stash) {
+                    self.node_failed(index, e);
+                }
             }
-            Link::Net(link) => link.flush(&mut self.stash),
-        };
-        if let Err(e) = result {
-            self.fail(e);
         }
     }
 
+    /// Move arrived replies into the stash, keeping the per-node counts right.
     fn collect_into_stash(&mut self) -> Result<usize, Error> {
-        let collected = match &mut self.link {
-            Link::Shm(link) => link.collect(&mut self.stash),
-            Link::Net(link) => link.collect(&mut self.stash),
-        };
-        collected.map_err(|e| self.fail(e))
+        let before = self.stash.len();
+        for index in 0..self.nodes.len() {
+            let node = &mut self.nodes[index];
+            let Some(link) = node.link.as_mut() else {
+                continue;
+            };
+            if let Err(e) = link.collect(&mut self.stash) {
+                let e = self.node_failed(index, e);
+                if self.nodes.len() == 1 {
+                    return Err(e);
+                }
+            }
+        }
+        if self.nodes.len() > 1 {
+            let mut i = before;
+            while i < self.stash.len() {
+                let id = self.stash[i].request_id;
+                if let Some(index) = self.owner.remove(&id) {
+                    let node = &mut self.nodes[index as usize];
+                    node.in_flight = node.in_flight.saturating_sub(1);
+                }
+                if self.shadows.remove(&id) {
+                    self.stash.remove(i);
+                    self.in_flight -= 1;
+                } else {
+                    i += 1;
+                }
+            }
+        } else {
+            let node = &mut self.nodes[0];
+            node.in_flight = node.in_flight.saturating_sub(self.stash.len() - before);
+        }
+        Ok(self.stash.len() - before)
     }
 
+    /// Wait until a reply arrives from some node.
     fn block_until_reply(&mut self) -> Result<(), Error> {
-        let waited = match &mut self.link {
-            Link::Shm(link) => link.block_until_reply(),
-            Link::Net(link) => link.block_until_reply(&mut self.stash),
-        };
-        waited.map_err(|e| self.fail(e))
-    }
-
-    fn check_alive(&mut self) -> Result<(), Error> {
-        let alive = match &self.link {
-            Link::Shm(link) => link.check_alive(),
-            Link::Net(_) => Ok(()),
-        };
-        alive.map_err(|e| self.fail(e))
+        if self.nodes.len() == 1 {
+            let node = &mut self.nodes[0];
+            let Some(link) = node.link.as_mut() else {
+                return self.check_broken();
+            };
+            return link
+                .block_until_reply(&mut self.stash)
+                .map_err(|e| self.fail(e));
+        }
+        // Several nodes: look at each in turn, napping briefly between rounds.
+        let started = Instant::now();
+        loop {
+            if self.collect_into_stash()? > 0 || !self.stash.is_empty() {
+                return Ok(());
+            }
+            if started.elapsed() > SPIN_MULTI {
+                std::thread::sleep(Duration::from_micros(100));
+            } else {
+                std::hint::spin_loop();
+            }
+        }
     }
 
     /// Move finished calls into `out` without waiting. Returns how many.
@@ -272,7 +575,7 @@ impl Client {
     /// Wait until at least `min` calls (capped at those in flight) have finished and
     /// move every finished call into `out`.
     pub fn wait(&mut self, out: &mut Vec<Completion>, min: usize) -> Result<usize, Error> {
-        let min = min.min(self.in_flight);
+        let min = min.min(self.in_flight());
         let mut got = self.poll(out)?;
         while got < min {
             self.block_until_reply()?;
@@ -339,17 +642,22 @@ impl Client {
         let request_id = self.submit(proc_id, partition, args)?;
         self.flush();
         self.check_broken()?;
-        // Fast path: nothing else in flight, so the next frame on this lane is ours.
-        if self.in_flight == 1 && self.stash.is_empty() {
-            if let Link::Shm(link) = &mut self.link {
+        // Fast path: one node, nothing else in flight, so the next frame is ours.
+        if self.in_flight == 1 && self.stash.is_empty() && self.nodes.len() == 1 {
+            if let Some(Link::Shm(link)) = &mut self.nodes[0].link {
                 loop {
-                    if let Some(h) = link.pop_from(partition, reply)? {
-                        self.in_flight -= 1;
-                        assert_eq!(
-                            h.request_id, request_id,
-                            "responses on a lane come in request order"
-                        );
-                        return status_result(h.status);
+                    match link.pop_from(partition, reply) {
+                        Ok(Some(h)) => {
+                            self.in_flight -= 1;
+                            self.nodes[0].in_flight -= 1;
+                            assert_eq!(
+                                h.request_id, request_id,
+                                "responses on a lane come in request order"
+                            );
+                            return status_result(h.status);
+                        }
+                        Ok(None) => {}
+                        Err(e) => return Err(self.fail(e)),
                     }
                     if let Err(e) = link.block_until_reply() {
                         return Err(self.fail(e));
@@ -357,16 +665,42 @@ impl Client {
                 }
             }
         }
-        loop {
-            self.collect_into_stash()?;
-            if let Some(pos) = self.stash.iter().position(|c| c.request_id == request_id) {
-                let done = self.stash.remove(pos).expect("position is valid");
-                self.in_flight -= 1;
-                *reply = done.reply;
-                return status_result(done.status_code);
-            }
-            self.block_until_reply()?;
+        let done = self.wait_for(&[request_id])?.pop().expect("one completion");
+        if done.status_code == Status::NodeUnavailable as u32 {
+            let index = self.route[partition as usize] as usize;
+            let why = self.nodes[index].down.as_ref().map_or_else(
+                || format!("node {} is unreachable", self.nodes[index].info.node_id),
+                |d| d.1.clone(),
+            );
+            return Err(Error::Transport(why));
         }
+        *reply = done.reply;
+        status_result(done.status_code)
+    }
+}
+
+impl NodeLink {
+    fn empty() -> NodeLink {
+        NodeLink {
+            info: NodeInfo::default(),
+            link: None,
+            in_flight: 0,
+            down: None,
+        }
+    }
+}
+
+/// The cluster secret named by the options or `TABOS_SECRET_FILE`, if any.
+fn secret_of(options: &ConnectOptions) -> Result<Option<Vec<u8>>, Error> {
+    let file = options
+        .secret_file
+        .clone()
+        .or_else(|| std::env::var_os("TABOS_SECRET_FILE").map(PathBuf::from));
+    match file {
+        Some(file) => tabos_transport::net::read_secret_file(&file)
+            .map(Some)
+            .map_err(Error::Transport),
+        None => Ok(None),
     }
 }
 

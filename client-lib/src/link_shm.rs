@@ -33,6 +33,8 @@ struct Lane {
 /// A client's shared-memory connection to a local node.
 #[derive(Debug)]
 pub(crate) struct ShmLink {
+    /// Global id of the node's first partition (lane 0).
+    base: u32,
     socket: UnixStream,
     segment: Arc<Segment>,
     lanes: Vec<Lane>,
@@ -86,16 +88,16 @@ impl ShmLink {
             )));
         }
         let shape = SegmentShape {
-            partition_count: welcome.partition_count,
+            partition_count: welcome.local_partitions(),
             ring_bytes: welcome.ring_bytes as usize,
         };
-        if fds.len() != 1 + welcome.partition_count as usize {
+        if fds.len() != 1 + welcome.local_partitions() as usize {
             return Err(fail(
                 "welcome",
                 &format!(
                     "{} fds for {} partitions",
                     fds.len(),
-                    welcome.partition_count
+                    welcome.local_partitions()
                 ),
             ));
         }
@@ -112,8 +114,10 @@ impl ShmLink {
                 unpublished: false,
             })
             .collect();
+        let base = welcome.partition_base();
         Ok((
             ShmLink {
+                base,
                 socket,
                 segment,
                 lanes,
@@ -124,7 +128,7 @@ impl ShmLink {
 
     /// Queue a frame; `Ok(false)` when the partition's ring is full.
     pub(crate) fn try_push(&mut self, header: Header, args: &[u8]) -> Result<bool, Error> {
-        let lane = &mut self.lanes[header.partition as usize];
+        let lane = &mut self.lanes[(header.partition - self.base) as usize];
         let pushed = lane.requests.try_push(header, args).map_err(corrupt)?;
         lane.unpublished |= pushed;
         Ok(pushed)
@@ -163,7 +167,7 @@ impl ShmLink {
             while let Some(h) = lane.responses.pop(&mut reply).map_err(corrupt)? {
                 stash.push_back(Completion {
                     request_id: h.request_id,
-                    partition: p as u32,
+                    partition: self.base + p as u32,
                     status_code: h.status,
                     reply: std::mem::take(&mut reply),
                 });
@@ -181,7 +185,7 @@ impl ShmLink {
         partition: u32,
         reply: &mut Vec<u8>,
     ) -> Result<Option<Header>, Error> {
-        let lane = &mut self.lanes[partition as usize];
+        let lane = &mut self.lanes[(partition - self.base) as usize];
         let popped = lane.responses.pop(reply).map_err(corrupt)?;
         if popped.is_some() {
             lane.responses.release();

@@ -49,6 +49,50 @@ impl Client {
         }
     }
 
+    /// Every node of the cluster with its partitions' counters, or why it cannot be
+    /// reached (other nodes are still reported).
+    pub fn cluster_status(
+        &mut self,
+    ) -> Vec<(
+        tabos_procs::builtin::NodeInfo,
+        Result<Vec<PartitionStats>, Error>,
+    )> {
+        self.probe_nodes();
+        let mut out = Vec::new();
+        for (info, _) in self.nodes() {
+            let mut ids_ = Vec::new();
+            let mut failed = None;
+            for p in info.partition_base..info.partition_base + info.partition_count {
+                match self.submit(ids::SYS_STATS, p, &[]) {
+                    Ok(id) => ids_.push(id),
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+            let result = match failed {
+                Some(e) => Err(e),
+                None => self.wait_for(&ids_).and_then(|done| {
+                    done.into_iter()
+                        .map(|c| {
+                            if c.status_code == Status::NodeUnavailable as u32 {
+                                return Err(Error::Transport(format!(
+                                    "node {} is unreachable",
+                                    info.node_id
+                                )));
+                            }
+                            let reply = c.into_result()?;
+                            PartitionStats::decode(&reply).map_err(Error::Status)
+                        })
+                        .collect()
+                }),
+            };
+            out.push((info, result));
+        }
+        out
+    }
+
     /// Counters of every partition of the node. Other calls in flight are left alone.
     pub fn status(&mut self) -> Result<Vec<PartitionStats>, Error> {
         let mut ids_ = Vec::new();

@@ -6,6 +6,9 @@ pub const NULL: u32 = 1;
 pub const ECHO: u32 = 2;
 /// Partition statistics; answered by the partition loop itself (see the server).
 pub const SYS_STATS: u32 = 3;
+/// The cluster's partition map (the paper's Map, as the node knows it); answered by
+/// the partition loop itself.
+pub const SYS_CLUSTER_MAP: u32 = 4;
 /// `kv_put(key, value)` on the key's partition.
 pub const KV_PUT: u32 = 10;
 /// `kv_get(key)` on the key's partition.

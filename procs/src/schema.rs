@@ -73,21 +73,26 @@ pub struct PartitionDb {
 }
 
 impl PartitionDb {
-    /// Empty tables with the given limits, for partition `partition` of
-    /// `partition_count` on node `node_id`.
+    /// Empty tables with the given limits, for global partition `partition` of
+    /// `partition_count`; `nodes[p]` is the node that owns partition `p`.
     pub fn new(
         limits: DbLimits,
         partition: u32,
         partition_count: u32,
-        node_id: u32,
+        nodes: &[u32],
     ) -> PartitionDb {
+        assert_eq!(
+            nodes.len(),
+            partition_count as usize,
+            "one node id per partition"
+        );
         PartitionDb {
             limits,
             kv: Table::new("kv", limits.kv_rows_max),
             rkv: Table::new("rkv", limits.rkv_rows_max),
             sched: SchedTables::new(&limits),
             ipc: IpcTables::new(&limits),
-            fs: FsTables::new(&limits, partition, partition_count, node_id),
+            fs: FsTables::new(&limits, partition, partition_count, nodes),
         }
     }
 }

@@ -29,7 +29,14 @@ impl Harness {
     /// `partition_count` empty partitions with `limits`.
     pub fn new(partition_count: u32, limits: DbLimits) -> Harness {
         let dbs = (0..partition_count)
-            .map(|p| PartitionDb::new(limits, p, partition_count, 0))
+            .map(|p| {
+                PartitionDb::new(
+                    limits,
+                    p,
+                    partition_count,
+                    &vec![0; partition_count as usize],
+                )
+            })
             .collect();
         Harness {
             dbs,

@@ -61,7 +61,11 @@ pub fn poll_fds(fds: &mut [libc::pollfd], timeout_ms: i32) -> io::Result<usize> 
     let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
     if n < 0 {
         let e = io::Error::last_os_error();
-        return if e.kind() == io::ErrorKind::Interrupted { Ok(0) } else { Err(e) };
+        return if e.kind() == io::ErrorKind::Interrupted {
+            Ok(0)
+        } else {
+            Err(e)
+        };
     }
     Ok(n as usize)
 }
@@ -72,14 +76,23 @@ pub fn socket_closed(fd: std::os::fd::BorrowedFd<'_>) -> bool {
     let mut byte = 0u8;
     // SAFETY: peeks at most one byte into a valid buffer; MSG_DONTWAIT never blocks.
     let n = unsafe {
-        libc::recv(fd.as_raw_fd(), (&mut byte as *mut u8).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT)
+        libc::recv(
+            fd.as_raw_fd(),
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
     };
     n == 0 || (n < 0 && io::Error::last_os_error().kind() != io::ErrorKind::WouldBlock)
 }
 
 /// A pollfd that waits for input (and hang-ups) on `fd`.
 pub fn pollfd_in(fd: std::os::fd::RawFd) -> libc::pollfd {
-    libc::pollfd { fd, events: libc::POLLIN | libc::POLLRDHUP, revents: 0 }
+    libc::pollfd {
+        fd,
+        events: libc::POLLIN | libc::POLLRDHUP,
+        revents: 0,
+    }
 }
 
 /// A counter-style eventfd: the doorbell of one partition.

@@ -72,7 +72,7 @@ pub struct Welcome {
     pub version: u32,
     /// `0` when accepted; otherwise a [`crate::Status`] code saying why not.
     pub status: u32,
-    /// Partitions on this node (one eventfd each follows the memfd).
+    /// Partitions in the whole cluster (global partition ids run `0..partition_count`).
     pub partition_count: u32,
     /// Data bytes of each ring.
     pub ring_bytes: u64,
@@ -82,8 +82,27 @@ pub struct Welcome {
     pub node_id: u32,
     /// The server's id for this connection.
     pub client_id: u64,
-    /// Reserved; zero.
-    pub reserved: u64,
+    /// The partitions this node owns: the global id of the first in the low 32 bits,
+    /// how many in the high 32 bits (one eventfd each follows the memfd).
+    pub partition_span: u64,
+}
+
+impl Welcome {
+    /// Global id of the node's first partition.
+    pub fn partition_base(&self) -> u32 {
+        self.partition_span as u32
+    }
+
+    /// How many partitions the node owns.
+    pub fn local_partitions(&self) -> u32 {
+        (self.partition_span >> 32) as u32
+    }
+
+    /// Record that the node owns `count` partitions from global id `base`.
+    pub fn with_span(mut self, base: u32, count: u32) -> Welcome {
+        self.partition_span = u64::from(base) | (u64::from(count) << 32);
+        self
+    }
 }
 const _: () = assert!(std::mem::size_of::<Welcome>() == 48);
 

@@ -16,6 +16,8 @@
 pub mod doorbell;
 pub mod handshake;
 pub mod net;
+#[cfg(feature = "rdma")]
+pub mod rdma;
 pub mod ring;
 pub mod segment;
 pub mod wire;

@@ -108,6 +108,9 @@ pub enum Status {
     PermissionDenied = 7,
     /// The frame itself is malformed.
     BadFrame = 8,
+    /// The node that owns the partition is unreachable (set by the client library
+    /// for calls in flight to a node that went away).
+    NodeUnavailable = 9,
     /// No such row, key, file or user.
     NotFound = 100,
     /// The row already exists.
@@ -142,7 +145,7 @@ pub enum Status {
 
 impl Status {
     /// Every status, for tests and docs.
-    pub const ALL: [Status; 24] = [
+    pub const ALL: [Status; 25] = [
         Status::Ok,
         Status::UnknownProcedure,
         Status::BadPartition,
@@ -152,6 +155,7 @@ impl Status {
         Status::ShuttingDown,
         Status::PermissionDenied,
         Status::BadFrame,
+        Status::NodeUnavailable,
         Status::NotFound,
         Status::AlreadyExists,
         Status::TableFull,
@@ -186,6 +190,7 @@ impl Status {
             Status::ShuttingDown => "server is shutting down",
             Status::PermissionDenied => "permission denied",
             Status::BadFrame => "malformed frame",
+            Status::NodeUnavailable => "the node owning the partition is unreachable",
             Status::NotFound => "not found",
             Status::AlreadyExists => "already exists",
             Status::TableFull => "table full",

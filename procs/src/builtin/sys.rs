@@ -1,7 +1,7 @@
 //! The reply of `sys_stats`, which the partition loop answers itself (it reports the
 //! loop's own counters, not table rows).
 
-use tabos_engine::ArgReader;
+use tabos_engine::{put_str, put_u32, ArgReader};
 use tabos_transport::Status;
 
 /// One partition's counters, as `tabos status` shows them.
@@ -47,9 +47,94 @@ impl PartitionStats {
     }
 }
 
+/// One node of the cluster as the partition map lists it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// Node id.
+    pub node_id: u32,
+    /// First global partition id the node owns.
+    pub partition_base: u32,
+    /// How many partitions it owns (`partition_base..partition_base + count`).
+    pub partition_count: u32,
+    /// `HOST:PORT` for remote calls; empty when the node does not listen.
+    pub address: String,
+    /// Its Unix socket on its own host.
+    pub socket: String,
+}
+
+/// Encode the cluster map (the reply of `sys_cluster_map`).
+pub fn encode_cluster_map(nodes: &[NodeInfo], out: &mut Vec<u8>) {
+    put_u32(out, nodes.len() as u32);
+    for n in nodes {
+        put_u32(out, n.node_id);
+        put_u32(out, n.partition_base);
+        put_u32(out, n.partition_count);
+        put_str(out, &n.address);
+        put_str(out, &n.socket);
+    }
+}
+
+/// Decode a cluster map, checking that the nodes' partitions tile `0..total` in order.
+pub fn decode_cluster_map(bytes: &[u8]) -> Result<Vec<NodeInfo>, Status> {
+    let mut r = ArgReader::new(bytes);
+    let count = r.u32()? as usize;
+    if count == 0 || count > 4096 {
+        return Err(Status::BadArgs);
+    }
+    let mut nodes = Vec::with_capacity(count);
+    let mut next_base = 0u32;
+    for _ in 0..count {
+        let node = NodeInfo {
+            node_id: r.u32()?,
+            partition_base: r.u32()?,
+            partition_count: r.u32()?,
+            address: r.str()?.to_string(),
+            socket: r.str()?.to_string(),
+        };
+        if node.partition_base != next_base || node.partition_count == 0 {
+            return Err(Status::BadArgs);
+        }
+        next_base = next_base
+            .checked_add(node.partition_count)
+            .ok_or(Status::BadArgs)?;
+        nodes.push(node);
+    }
+    r.finish()?;
+    Ok(nodes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cluster_maps_round_trip_and_must_tile() {
+        let nodes = vec![
+            NodeInfo {
+                node_id: 1,
+                partition_base: 0,
+                partition_count: 2,
+                address: "127.0.0.1:1".into(),
+                socket: "/a".into(),
+            },
+            NodeInfo {
+                node_id: 2,
+                partition_base: 2,
+                partition_count: 3,
+                address: "".into(),
+                socket: "/b".into(),
+            },
+        ];
+        let mut out = Vec::new();
+        encode_cluster_map(&nodes, &mut out);
+        assert_eq!(decode_cluster_map(&out), Ok(nodes.clone()));
+        let mut gap = nodes;
+        gap[1].partition_base = 3;
+        let mut out = Vec::new();
+        encode_cluster_map(&gap, &mut out);
+        assert_eq!(decode_cluster_map(&out), Err(Status::BadArgs));
+        assert_eq!(decode_cluster_map(&[1, 2]), Err(Status::BadArgs));
+    }
 
     #[test]
     fn stats_round_trip() {

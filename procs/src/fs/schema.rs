@@ -222,9 +222,14 @@ pub struct FsTables {
 }
 
 impl FsTables {
-    /// Tables of partition `partition` of `partition_count` on node `node_id`, with
-    /// the `Map` table filled in.
-    pub fn new(limits: &DbLimits, partition: u32, partition_count: u32, node_id: u32) -> Self {
+    /// Tables of partition `partition` of `partition_count`, with the `Map` table
+    /// filled in: `nodes[p]` is the node that owns partition `p`.
+    pub fn new(limits: &DbLimits, partition: u32, partition_count: u32, nodes: &[u32]) -> Self {
+        assert_eq!(
+            nodes.len(),
+            partition_count as usize,
+            "one node id per partition"
+        );
         assert!(partition < partition_count, "partition out of range");
         assert!(limits.block_bytes_local > 0, "zero local block size");
         assert!(limits.block_bytes_parallel > 0, "zero parallel block size");
@@ -249,8 +254,8 @@ impl FsTables {
             let row = MapRow {
                 p_key: p,
                 partition_id: p,
-                host_name: format!("node{node_id}"),
-                host_id: node_id,
+                host_name: format!("node{}", nodes[p as usize]),
+                host_id: nodes[p as usize],
             };
             tables
                 .map

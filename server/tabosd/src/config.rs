@@ -3,8 +3,10 @@
 //! Cluster-wide settings (must agree across nodes: the partition count) are kept apart
 //! from per-process ones (socket path, cores, ring sizes).
 
+use crate::cluster::ClusterFile;
 use clap::Parser;
 use std::path::PathBuf;
+use tabos_procs::builtin::NodeInfo;
 use tabos_procs::DbLimits;
 use tabos_transport::segment::{SegmentShape, PARTITIONS_MAX};
 use tabos_transport::wire::HEADER_SIZE;
@@ -97,9 +99,18 @@ pub struct Config {
     #[arg(long, default_value_t = 1 << 30)]
     pub file_bytes_max: u64,
 
-    /// This node's id in its cluster.
+    /// This node's id in its cluster (without --cluster).
     #[arg(long, default_value_t = 0)]
     pub node_id: u32,
+
+    /// Cluster file (TOML) listing every node; with --node, this node's socket,
+    /// address and partitions come from it. See scripts/local-cluster.sh.
+    #[arg(long, value_name = "FILE", requires = "node")]
+    pub cluster: Option<PathBuf>,
+
+    /// Which node of --cluster this process is.
+    #[arg(long, value_name = "ID", requires = "cluster")]
+    pub node: Option<u32>,
 
     /// Microseconds a partition spins on empty rings before it sleeps on its doorbell.
     #[arg(long, default_value_t = 100)]
@@ -157,11 +168,46 @@ pub struct Resolved {
     pub shape: SegmentShape,
     /// Table limits and cluster-wide table settings.
     pub limits: DbLimits,
+    /// Every node of the cluster and the partitions it owns (one entry without
+    /// --cluster).
+    pub map: Vec<NodeInfo>,
+    /// Global id of this node's first partition.
+    pub partition_base: u32,
+    /// Partitions in the whole cluster.
+    pub global_partition_count: u32,
 }
 
 impl Config {
     /// Fill in defaults and check every setting; the error says what to change.
-    pub fn resolve(self) -> Result<Resolved, String> {
+    pub fn resolve(mut self) -> Result<Resolved, String> {
+        let mut cluster_map = None;
+        if let (Some(path), Some(id)) = (self.cluster.clone(), self.node) {
+            if self.partitions.is_some() || self.listen.is_some() {
+                return Err("with --cluster, --partitions and --listen come from the cluster file; drop them".into());
+            }
+            let file = ClusterFile::load(&path)?;
+            let entry = file.node(id)?.clone();
+            self.node_id = id;
+            self.partitions = Some(entry.partitions);
+            self.listen = Some(entry.address);
+            self.socket = entry.socket.clone();
+            if self.secret_file.is_none() {
+                self.secret_file = file.secret_file.clone();
+            }
+            if self.secret_file.is_none() {
+                return Err(format!(
+                    "no secret: give --secret-file or secret_file in {}",
+                    path.display()
+                ));
+            }
+            if self.cores.is_none() {
+                if let Some(cores) = &entry.cores {
+                    self.cores =
+                        Some(parse_core_list(cores).map_err(|e| format!("node {id} cores: {e}"))?);
+                }
+            }
+            cluster_map = Some(file.map());
+        }
         let available = std::thread::available_parallelism().map_or(1, |n| n.get());
         let partition_count = self.partitions.unwrap_or(available as u32);
         if partition_count == 0 || partition_count > PARTITIONS_MAX {
@@ -203,6 +249,9 @@ impl Config {
         if self.queue_len_max == 0 {
             return Err("--queue-len-max must be at least 1".into());
         }
+        if self.net == crate::net::NetMode::Rdma {
+            crate::net::check_rdma()?;
+        }
         if self.listen.is_some() && self.secret_file.is_none() {
             return Err(
                 "--listen needs --secret-file: remote clients must prove the cluster secret".into(),
@@ -239,12 +288,31 @@ impl Config {
             file_bytes_max: self.file_bytes_max,
             ..DbLimits::default()
         };
+        let map = cluster_map.unwrap_or_else(|| {
+            vec![NodeInfo {
+                node_id: self.node_id,
+                partition_base: 0,
+                partition_count,
+                address: self.listen.map(|a| a.to_string()).unwrap_or_default(),
+                socket: self.socket.display().to_string(),
+            }]
+        });
+        let me = map
+            .iter()
+            .find(|n| n.node_id == self.node_id)
+            .expect("this node is in its map");
+        assert_eq!(me.partition_count, partition_count);
+        let partition_base = me.partition_base;
+        let global_partition_count = map.iter().map(|n| n.partition_count).sum();
         Ok(Resolved {
             config: self,
             partition_count,
             cores,
             shape,
             limits,
+            map,
+            partition_base,
+            global_partition_count,
         })
     }
 }

@@ -8,6 +8,7 @@
 //!   rings on one partition, and ordered writes to replicated tables.
 
 pub mod broadcast;
+pub mod cluster;
 pub mod config;
 pub mod inbox;
 pub mod listener;
@@ -67,6 +68,9 @@ impl Server {
     pub fn start(resolved: &Resolved, signals: Option<OwnedFd>) -> Result<Server, String> {
         let config = &resolved.config;
         let listener = bind_socket(&config.socket)?;
+        assert!(
+            resolved.partition_base + resolved.partition_count <= resolved.global_partition_count
+        );
         let mut inboxes = Vec::new();
         for _ in 0..resolved.partition_count {
             inboxes.push(Arc::new(Inbox::new().map_err(|e| format!("eventfd: {e}"))?));
@@ -76,22 +80,33 @@ impl Server {
             coordinator: Default::default(),
             registry: tabos_procs::registry(),
             node_id: config.node_id,
+            partition_base: resolved.partition_base,
+            global_partition_count: resolved.global_partition_count,
+            map: resolved.map.clone(),
             max_payload_bytes: config.max_payload_bytes as usize,
             spin: Duration::from_micros(config.spin_us),
         });
         let limits = resolved.limits;
-        let partition_count = resolved.partition_count;
-        let node_id = config.node_id;
+        let global_count = resolved.global_partition_count;
+        let base = resolved.partition_base;
+        let nodes: Arc<Vec<u32>> = Arc::new(
+            resolved
+                .map
+                .iter()
+                .flat_map(|n| std::iter::repeat_n(n.node_id, n.partition_count as usize))
+                .collect(),
+        );
         let mut partitions = Vec::new();
         for (id, core) in resolved.cores.iter().copied().enumerate() {
             let node = node.clone();
+            let nodes = nodes.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("partition-{id}"))
                 .spawn(move || {
                     Partition::new(
                         id as u32,
                         core,
-                        PartitionDb::new(limits, id as u32, partition_count, node_id),
+                        PartitionDb::new(limits, base + id as u32, global_count, &nodes),
                         node,
                     )
                     .run()

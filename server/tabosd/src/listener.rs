@@ -266,13 +266,14 @@ impl Listener {
             magic: HANDSHAKE_MAGIC,
             version: PROTOCOL_VERSION,
             status: 0,
-            partition_count: self.shape.partition_count,
+            partition_count: self.node.global_partition_count,
             ring_bytes: self.shape.ring_bytes as u64,
             max_payload_bytes: self.node.max_payload_bytes as u32,
             node_id: self.node.node_id,
             client_id,
-            reserved: 0,
-        };
+            partition_span: 0,
+        }
+        .with_span(self.node.partition_base, self.node.inboxes.len() as u32);
         let mut fds: Vec<BorrowedFd<'_>> = vec![segment.as_fd()];
         fds.extend(self.node.inboxes.iter().map(|i| i.doorbell.as_fd()));
         if let Err(e) = send_with_fds(&stream, bytemuck::bytes_of(&welcome), &fds) {

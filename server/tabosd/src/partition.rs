@@ -12,7 +12,7 @@ use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tabos_engine::{execute, Caller, Ctx, ProcDef, Registry, Scope, WaitFor};
-use tabos_procs::builtin::PartitionStats;
+use tabos_procs::builtin::{encode_cluster_map, PartitionStats};
 use tabos_procs::{ids, PartitionDb};
 use tabos_transport::ring::RingError;
 use tabos_transport::wire::{Header, FLAG_RESPONSE};
@@ -32,6 +32,12 @@ pub struct NodeShared {
     pub registry: Registry<PartitionDb>,
     /// Node id reported in statistics.
     pub node_id: u32,
+    /// Global id of this node's first partition.
+    pub partition_base: u32,
+    /// Partitions in the whole cluster.
+    pub global_partition_count: u32,
+    /// The cluster's nodes and their partitions.
+    pub map: Vec<tabos_procs::builtin::NodeInfo>,
     /// Largest request or reply payload.
     pub max_payload_bytes: usize,
     /// How long an idle partition spins before sleeping.
@@ -77,7 +83,10 @@ struct Invoked {
 
 /// State of one partition thread. Built on, and never leaves, its thread.
 pub struct Partition {
+    /// Global partition id (what requests and procedures see).
     id: u32,
+    /// Index among this node's partitions (its inbox).
+    local: u32,
     core: Option<usize>,
     db: PartitionDb,
     node: Arc<NodeShared>,
@@ -106,14 +115,21 @@ impl std::fmt::Debug for Partition {
 }
 
 impl Partition {
-    /// The state of partition `id`, to be called on the thread that will run it.
-    pub fn new(id: u32, core: Option<usize>, db: PartitionDb, node: Arc<NodeShared>) -> Partition {
+    /// The state of this node's partition `local`, to be called on the thread that
+    /// will run it.
+    pub fn new(
+        local: u32,
+        core: Option<usize>,
+        db: PartitionDb,
+        node: Arc<NodeShared>,
+    ) -> Partition {
         assert!(
-            (id as usize) < node.inboxes.len(),
-            "partition id out of range"
+            (local as usize) < node.inboxes.len(),
+            "partition index out of range"
         );
         Partition {
-            id,
+            id: node.partition_base + local,
+            local,
             core,
             db,
             node,
@@ -132,12 +148,13 @@ impl Partition {
         }
     }
 
-    fn partition_count(&self) -> u32 {
+    /// Partitions on this node (those a replicated write runs on).
+    fn local_count(&self) -> u32 {
         self.node.inboxes.len() as u32
     }
 
     fn inbox(&self) -> &Inbox {
-        &self.node.inboxes[self.id as usize]
+        &self.node.inboxes[self.local as usize]
     }
 
     /// Serve until shutdown. Runs on the partition's own (pinned) thread.
@@ -215,7 +232,7 @@ impl Partition {
         }
         self.commands = commands;
         let node = self.node.clone();
-        while let Some(job) = node.inboxes[self.id as usize].pop_broadcast() {
+        while let Some(job) = node.inboxes[self.local as usize].pop_broadcast() {
             work += 1;
             self.run_broadcast(&job);
         }
@@ -228,7 +245,7 @@ impl Partition {
         };
         let invoked = self.invoke(&def, job.caller, &job.args);
         self.woken.extend_from_slice(&invoked.notify);
-        if job.finish_on(self.id, invoked.status, &self.reply) {
+        if job.finish_on(self.local, invoked.status, &self.reply) {
             self.node.inboxes[job.origin as usize].doorbell.notify();
         }
     }
@@ -309,7 +326,7 @@ impl Partition {
         let mut ctx = Ctx::new(
             &mut self.db,
             self.id,
-            self.node.inboxes.len() as u32,
+            self.node.global_partition_count,
             caller,
             args,
             &mut self.reply,
@@ -340,6 +357,10 @@ impl Partition {
             self.stats().encode(&mut self.reply);
             return Some(Status::Ok);
         }
+        if request.proc_id == ids::SYS_CLUSTER_MAP {
+            encode_cluster_map(&self.node.map, &mut self.reply);
+            return Some(Status::Ok);
+        }
         let Some(def) = self.node.registry.get(request.proc_id).copied() else {
             return Some(Status::UnknownProcedure);
         };
@@ -354,8 +375,8 @@ impl Partition {
                 def.id,
                 args.to_vec(),
                 caller,
-                self.id,
-                self.partition_count(),
+                self.local,
+                self.local_count(),
             ));
             if !self.node.coordinator.submit(&job, &self.node.inboxes) {
                 return Some(Status::ShuttingDown);

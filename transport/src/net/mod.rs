@@ -123,14 +123,20 @@ fn mac_for(secret: &[u8], nonce: &[u8; 32], hello: &NetHello) -> Hmac<Sha256> {
 /// The proof a client sends for `nonce`.
 pub fn prove(secret: &[u8], nonce: &[u8; 32], hello: &NetHello) -> NetProof {
     let tag = mac_for(secret, nonce, hello).finalize().into_bytes();
-    let mut proof = NetProof { magic: NET_MAGIC, ..NetProof::default() };
+    let mut proof = NetProof {
+        magic: NET_MAGIC,
+        ..NetProof::default()
+    };
     proof.mac.copy_from_slice(&tag);
     proof
 }
 
 /// Whether `proof` shows knowledge of `secret` (constant-time comparison).
 pub fn verify(secret: &[u8], nonce: &[u8; 32], hello: &NetHello, proof: &NetProof) -> bool {
-    proof.magic == NET_MAGIC && mac_for(secret, nonce, hello).verify_slice(&proof.mac).is_ok()
+    proof.magic == NET_MAGIC
+        && mac_for(secret, nonce, hello)
+            .verify_slice(&proof.mac)
+            .is_ok()
 }
 
 /// A fresh random nonce from the kernel.
@@ -143,8 +149,8 @@ pub fn fresh_nonce() -> io::Result<[u8; 32]> {
 /// Read a cluster secret file: its bytes, without one trailing newline; at least
 /// [`SECRET_BYTES_MIN`] bytes.
 pub fn read_secret_file(path: &Path) -> Result<Vec<u8>, String> {
-    let mut bytes =
-        std::fs::read(path).map_err(|e| format!("cannot read secret file {}: {e}", path.display()))?;
+    let mut bytes = std::fs::read(path)
+        .map_err(|e| format!("cannot read secret file {}: {e}", path.display()))?;
     if bytes.last() == Some(&b'\n') {
         bytes.pop();
     }
@@ -179,7 +185,9 @@ impl std::fmt::Display for FrameError {
         match self {
             FrameError::BadMagic => write!(f, "frame without magic (not a tabos peer, or garbage)"),
             FrameError::BadFlags => write!(f, "frame with unknown flags"),
-            FrameError::TooLarge { len, max } => write!(f, "frame of {len} bytes exceeds the maximum of {max}"),
+            FrameError::TooLarge { len, max } => {
+                write!(f, "frame of {len} bytes exceeds the maximum of {max}")
+            }
         }
     }
 }
@@ -209,7 +217,13 @@ pub struct FrameReader {
 impl FrameReader {
     /// A reader that refuses payloads over `max_payload` bytes.
     pub fn new(max_payload: usize) -> FrameReader {
-        FrameReader { buf: vec![0; 64 * 1024], start: 0, end: 0, last_start: 0, max_payload }
+        FrameReader {
+            buf: vec![0; 64 * 1024],
+            start: 0,
+            end: 0,
+            last_start: 0,
+            max_payload,
+        }
     }
 
     /// Make room for `n` more bytes after `end`, moving unread bytes to the front
@@ -251,7 +265,10 @@ impl FrameReader {
 
     /// After a read into [`FrameReader::spare`]: keep `filled` of those bytes.
     pub fn commit(&mut self, filled: usize) {
-        assert!(self.end + filled <= self.buf.len(), "committed more than the spare room");
+        assert!(
+            self.end + filled <= self.buf.len(),
+            "committed more than the spare room"
+        );
         self.end += filled;
     }
 
@@ -282,7 +299,10 @@ impl FrameReader {
         }
         let len = header.payload_len as usize;
         if len > self.max_payload {
-            return Err(FrameError::TooLarge { len: header.payload_len, max: self.max_payload });
+            return Err(FrameError::TooLarge {
+                len: header.payload_len,
+                max: self.max_payload,
+            });
         }
         if avail.len() < HEADER_SIZE + len {
             return Ok(None);
@@ -307,7 +327,10 @@ mod tests {
         assert!(verify(b"0123456789abcdef", &nonce, &hello, &proof));
         assert!(!verify(b"0123456789abcdeX", &nonce, &hello, &proof));
         let other = NetHello::new(ROLE_CLIENT, Some("root"));
-        assert!(!verify(b"0123456789abcdef", &nonce, &other, &proof), "proof binds the hello");
+        assert!(
+            !verify(b"0123456789abcdef", &nonce, &other, &proof),
+            "proof binds the hello"
+        );
         assert_eq!(hello.act_as(), Ok(Some("alice")));
     }
 
@@ -316,7 +339,11 @@ mod tests {
         let mut stream = Vec::new();
         for i in 0..100u64 {
             let payload = vec![i as u8; (i * 7) as usize];
-            encode_frame(&mut stream, &Header::request(i, 1, 0, payload.len() as u32), &payload);
+            encode_frame(
+                &mut stream,
+                &Header::request(i, 1, 0, payload.len() as u32),
+                &payload,
+            );
         }
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         let mut reader = FrameReader::new(1 << 20);
@@ -346,7 +373,10 @@ mod tests {
         encode_frame(&mut stream, &Header::request(1, 1, 0, 0), &[]);
         stream[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
         reader.extend(&stream);
-        assert!(matches!(reader.next_frame(), Err(FrameError::TooLarge { .. })));
+        assert!(matches!(
+            reader.next_frame(),
+            Err(FrameError::TooLarge { .. })
+        ));
     }
 
     #[test]

@@ -42,7 +42,9 @@ pub fn run<H: StreamHandler>(
         let timeout = if busy {
             0
         } else if handler.before_sleep() {
-            handler.sleep_limit().map_or(-1, |d| d.as_millis().clamp(1, i32::MAX as u128) as i32)
+            handler
+                .sleep_limit()
+                .map_or(-1, |d| d.as_millis().clamp(1, i32::MAX as u128) as i32)
         } else {
             0
         };
@@ -123,7 +125,9 @@ fn read_ready<H: StreamHandler>(io: &mut Io, conn: ConnId, scratch: &mut [u8], h
 fn write_and_reap<H: StreamHandler>(io: &mut Io, handler: &mut H) {
     let mut finished = Vec::new();
     for slot in 0..io.slots.len() {
-        let Some(c) = io.slots[slot].as_mut() else { continue };
+        let Some(c) = io.slots[slot].as_mut() else {
+            continue;
+        };
         while !c.out.is_empty() {
             match c.stream.write(&c.out) {
                 Ok(0) => {

@@ -65,13 +65,21 @@ pub struct Io {
 
 impl Io {
     pub(crate) fn new(out_bytes_max: usize) -> Io {
-        Io { out_bytes_max, ..Io::default() }
+        Io {
+            out_bytes_max,
+            ..Io::default()
+        }
     }
 
     pub(crate) fn insert(&mut self, stream: TcpStream) -> ConnId {
         self.next_generation = self.next_generation.wrapping_add(1) & ((1 << GENERATION_BITS) - 1);
         let generation = self.next_generation;
-        let conn = ConnIo { stream, generation, out: Vec::new(), closing: false };
+        let conn = ConnIo {
+            stream,
+            generation,
+            out: Vec::new(),
+            closing: false,
+        };
         let slot = match self.free.pop() {
             Some(slot) => {
                 assert!(self.slots[slot as usize].is_none(), "free slot in use");
@@ -137,7 +145,9 @@ impl Io {
     /// Queue `bytes` on `conn`; false if it is gone, closing, or was just closed for
     /// not reading.
     pub fn send(&mut self, conn: ConnId, bytes: &[u8]) -> bool {
-        let Some(c) = self.reserve(conn, bytes.len()) else { return false };
+        let Some(c) = self.reserve(conn, bytes.len()) else {
+            return false;
+        };
         c.out.extend_from_slice(bytes);
         true
     }
@@ -145,7 +155,9 @@ impl Io {
     /// Queue one frame on `conn`, as [`Io::send`].
     pub fn send_frame(&mut self, conn: ConnId, header: &crate::Header, payload: &[u8]) -> bool {
         let len = crate::wire::HEADER_SIZE + payload.len();
-        let Some(c) = self.reserve(conn, len) else { return false };
+        let Some(c) = self.reserve(conn, len) else {
+            return false;
+        };
         super::encode_frame(&mut c.out, header, payload);
         true
     }
@@ -186,7 +198,10 @@ mod tests {
         assert_ne!(a, b);
         assert!(!io.send(a, b"x"), "a stale id reaches nothing");
         assert!(io.send(b, b"x"));
-        assert!(!io.send(b, &vec![0u8; 2 << 20]), "a backlog past the maximum closes the peer");
+        assert!(
+            !io.send(b, &vec![0u8; 2 << 20]),
+            "a backlog past the maximum closes the peer"
+        );
         assert!(!io.is_open(b));
     }
 }

@@ -88,8 +88,12 @@ const _: () = assert!(std::mem::size_of::<RawBuf>() == 16);
 
 impl BufRing {
     fn new(count: u16, buf_bytes: u32) -> BufRing {
-        assert!(count.is_power_of_two() && count <= 32768, "buffer count must be a power of two");
-        let layout = std::alloc::Layout::from_size_align(16 * count as usize, 4096).expect("layout");
+        assert!(
+            count.is_power_of_two() && count <= 32768,
+            "buffer count must be a power of two"
+        );
+        let layout =
+            std::alloc::Layout::from_size_align(16 * count as usize, 4096).expect("layout");
         // SAFETY: non-zero size.
         let entries_ptr = unsafe { std::alloc::alloc_zeroed(layout) };
         assert!(!entries_ptr.is_null(), "out of memory");
@@ -147,7 +151,12 @@ impl BufRing {
         // SAFETY: the entries stay allocated (and the buffers they point to) until
         // `self` drops, which the driver arranges to happen after the ring is gone.
         unsafe {
-            ring.submitter().register_buf_ring_with_flags(self.entries_ptr as u64, self.count, BUFFER_GROUP, 0)
+            ring.submitter().register_buf_ring_with_flags(
+                self.entries_ptr as u64,
+                self.count,
+                BUFFER_GROUP,
+                0,
+            )
         }
     }
 }
@@ -195,7 +204,9 @@ pub fn run<H: StreamHandler>(
     handler: &mut H,
     options: UringOptions,
 ) -> io::Result<()> {
-    let ring = IoUring::builder().setup_single_issuer().build(options.sq_entries)?;
+    let ring = IoUring::builder()
+        .setup_single_issuer()
+        .build(options.sq_entries)?;
     let mut bufs = BufRing::new(options.recv_buffers, options.recv_buffer_bytes);
     bufs.register(&ring)?;
     let mut driver = Driver {
@@ -244,10 +255,18 @@ impl<H: StreamHandler> Driver<'_, H> {
 
     fn arm_read(&mut self, kind: u64) -> io::Result<()> {
         let (fd, buf) = match kind {
-            KIND_WAKE => (self.wake.as_fd().as_raw_fd(), &mut *self.wake_buf as *mut u64),
-            _ => (self.stop.as_fd().as_raw_fd(), &mut *self.stop_buf as *mut u64),
+            KIND_WAKE => (
+                self.wake.as_fd().as_raw_fd(),
+                &mut *self.wake_buf as *mut u64,
+            ),
+            _ => (
+                self.stop.as_fd().as_raw_fd(),
+                &mut *self.stop_buf as *mut u64,
+            ),
         };
-        let entry = opcode::Read::new(types::Fd(fd), buf.cast(), 8).build().user_data(user_data(kind, 0));
+        let entry = opcode::Read::new(types::Fd(fd), buf.cast(), 8)
+            .build()
+            .user_data(user_data(kind, 0));
         self.push(entry)
     }
 
@@ -256,7 +275,9 @@ impl<H: StreamHandler> Driver<'_, H> {
         if self.timer_armed {
             return Ok(());
         }
-        *self.timer = types::Timespec::new().sec(limit.as_secs()).nsec(limit.subsec_nanos());
+        *self.timer = types::Timespec::new()
+            .sec(limit.as_secs())
+            .nsec(limit.subsec_nanos());
         let entry = opcode::Timeout::new(&*self.timer as *const types::Timespec)
             .build()
             .user_data(user_data(KIND_TIMER, 0));
@@ -265,16 +286,22 @@ impl<H: StreamHandler> Driver<'_, H> {
     }
 
     fn arm_recv(&mut self, conn: ConnId) -> io::Result<()> {
-        let Some(c) = self.io.get(conn) else { return Ok(()) };
+        let Some(c) = self.io.get(conn) else {
+            return Ok(());
+        };
         let fd = c.stream.as_raw_fd();
         self.inflight[conn_slot(conn) as usize].recv = true;
-        let entry = opcode::RecvMulti::new(types::Fd(fd), BUFFER_GROUP).build().user_data(user_data(KIND_RECV, conn));
+        let entry = opcode::RecvMulti::new(types::Fd(fd), BUFFER_GROUP)
+            .build()
+            .user_data(user_data(KIND_RECV, conn));
         self.push(entry)
     }
 
     fn start_send(&mut self, conn: ConnId) -> io::Result<()> {
         let slot = conn_slot(conn) as usize;
-        let Some(c) = self.io.get_mut(conn) else { return Ok(()) };
+        let Some(c) = self.io.get_mut(conn) else {
+            return Ok(());
+        };
         let state = &mut self.inflight[slot];
         if state.send {
             return Ok(());
@@ -289,10 +316,14 @@ impl<H: StreamHandler> Driver<'_, H> {
         }
         let fd = c.stream.as_raw_fd();
         let rest = &state.sending[state.sent..];
-        let entry = opcode::Send::new(types::Fd(fd), rest.as_ptr(), rest.len().min(u32::MAX as usize) as u32)
-            .flags(libc::MSG_NOSIGNAL)
-            .build()
-            .user_data(user_data(KIND_SEND, conn));
+        let entry = opcode::Send::new(
+            types::Fd(fd),
+            rest.as_ptr(),
+            rest.len().min(u32::MAX as usize) as u32,
+        )
+        .flags(libc::MSG_NOSIGNAL)
+        .build()
+        .user_data(user_data(KIND_SEND, conn));
         state.send = true;
         self.push(entry)
     }
@@ -333,7 +364,9 @@ impl<H: StreamHandler> Driver<'_, H> {
     fn reap(&mut self) -> io::Result<usize> {
         let mut done = 0;
         loop {
-            let Some(cqe) = self.ring.completion().next() else { break };
+            let Some(cqe) = self.ring.completion().next() else {
+                break;
+            };
             done += 1;
             let (kind, conn) = split_user_data(cqe.user_data());
             let (res, flags) = (cqe.result(), cqe.flags());
@@ -373,7 +406,10 @@ impl<H: StreamHandler> Driver<'_, H> {
                 Err(_) => self.io.close(conn),
             }
         } else {
-            eprintln!("tabosd: accept failed: {}", io::Error::from_raw_os_error(-res));
+            eprintln!(
+                "tabosd: accept failed: {}",
+                io::Error::from_raw_os_error(-res)
+            );
         }
         if !self.accept_armed && !self.stopping {
             self.arm_accept()?;
@@ -388,7 +424,8 @@ impl<H: StreamHandler> Driver<'_, H> {
             self.inflight[slot].recv = false;
         }
         if res > 0 {
-            let bid = cqueue::buffer_select(flags).expect("multishot receive completions carry a buffer");
+            let bid =
+                cqueue::buffer_select(flags).expect("multishot receive completions carry a buffer");
             if self.io.is_open(conn) {
                 let data = self.bufs.data(bid, res as usize);
                 self.handler.on_data(conn, data, &mut self.io);
@@ -432,7 +469,9 @@ impl<H: StreamHandler> Driver<'_, H> {
     /// Remove connections that are closing and have nothing in flight.
     fn finish_closed(&mut self) {
         for slot in 0..self.io.slots.len() {
-            let Some(c) = &self.io.slots[slot] else { continue };
+            let Some(c) = &self.io.slots[slot] else {
+                continue;
+            };
             let conn = super::server::conn_id(slot as u32, c.generation);
             let state = &self.inflight[slot];
             if !c.closing || state.send || state.sent < state.sending.len() {

@@ -79,27 +79,48 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
     let mut client = Client::connect_with(&cli.connect, &options)?;
     match cli.command {
         Command::Status => {
-            let stats = client.status()?;
-            println!(
-                "node {}: reachable at {}, {} partitions",
-                client.node_id(),
-                cli.connect.display(),
-                stats.len()
-            );
-            println!(
-                "{:>9}  {:>6}  {:>7}  {:>12}  {:>8}",
-                "partition", "core", "clients", "calls", "errors"
-            );
-            for s in stats {
-                let core = if s.core == u32::MAX {
-                    "-".to_string()
+            let mut unreachable = 0;
+            for (info, result) in client.cluster_status() {
+                let place = if info.address.is_empty() {
+                    info.socket.clone()
                 } else {
-                    s.core.to_string()
+                    info.address.clone()
                 };
-                println!(
-                    "{:>9}  {:>6}  {:>7}  {:>12}  {:>8}",
-                    s.partition, core, s.clients, s.calls, s.errors
-                );
+                let last = info.partition_base + info.partition_count - 1;
+                match result {
+                    Ok(stats) => {
+                        println!(
+                            "node {}: reachable at {place}, {} partitions ({}..={last})",
+                            info.node_id, info.partition_count, info.partition_base
+                        );
+                        println!(
+                            "{:>9}  {:>6}  {:>7}  {:>12}  {:>8}",
+                            "partition", "core", "clients", "calls", "errors"
+                        );
+                        for s in stats {
+                            let core = if s.core == u32::MAX {
+                                "-".to_string()
+                            } else {
+                                s.core.to_string()
+                            };
+                            println!(
+                                "{:>9}  {:>6}  {:>7}  {:>12}  {:>8}",
+                                s.partition, core, s.clients, s.calls, s.errors
+                            );
+                        }
+                    }
+                    Err(e) => {
+                        unreachable += 1;
+                        println!(
+                            "node {}: UNREACHABLE at {place}, partitions {}..={last}: {e}",
+                            info.node_id, info.partition_base
+                        );
+                    }
+                }
+            }
+            if unreachable > 0 {
+                eprintln!("tabos: {unreachable} node(s) unreachable");
+                return Ok(ExitCode::from(1));
             }
         }
         Command::Call {

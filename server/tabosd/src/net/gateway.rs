@@ -230,13 +230,14 @@ impl Gateway {
                         magic: HANDSHAKE_MAGIC,
                         version: PROTOCOL_VERSION,
                         status: status as u32,
-                        partition_count: self.lanes.len() as u32,
+                        partition_count: self.node.global_partition_count,
                         ring_bytes: 0,
                         max_payload_bytes: self.node.max_payload_bytes as u32,
                         node_id: self.node.node_id,
                         client_id: conn,
-                        reserved: 0,
-                    };
+                        partition_span: 0,
+                    }
+                    .with_span(self.node.partition_base, self.lanes.len() as u32);
                     io.send(conn, bytemuck::bytes_of(&welcome));
                     let Some(user) = user.filter(|_| status == Status::Ok) else {
                         io.close(conn);
@@ -269,7 +270,8 @@ impl Gateway {
         let Some(remote) = self.remotes.get_mut(&conn) else {
             return 0;
         };
-        let partitions = self.lanes.len() as u32;
+        let base = self.node.partition_base;
+        let local_count = self.lanes.len() as u32;
         let mut sent = 0;
         remote.blocked = false;
         loop {
@@ -287,7 +289,7 @@ impl Gateway {
                 || header.request_id >> CLIENT_ID_BITS != 0
             {
                 Some(Status::BadFrame)
-            } else if header.partition >= partitions {
+            } else if header.partition.wrapping_sub(base) >= local_count {
                 Some(Status::BadPartition)
             } else {
                 None
@@ -298,7 +300,7 @@ impl Gateway {
             }
             let mut internal = header;
             internal.request_id |= u64::from(remote.tag) << CLIENT_ID_BITS;
-            let lane = &mut self.lanes[header.partition as usize];
+            let lane = &mut self.lanes[(header.partition - base) as usize];
             match lane.requests.try_push(internal, payload) {
                 Ok(true) => {
                     lane.unpublished = true;

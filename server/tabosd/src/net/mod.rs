@@ -88,7 +88,23 @@ pub fn start(
     Ok((handle, bound))
 }
 
+/// Check that `--net rdma` can run here: the build has RDMA support and the host an
+/// RDMA device. The error says what is missing.
+pub fn check_rdma() -> Result<(), String> {
+    #[cfg(feature = "rdma")]
+    {
+        tabos_transport::rdma::require_device()
+            .map(|_| ())
+            .map_err(|e| format!("--net rdma: {e}"))?;
+        Err("--net rdma: an RDMA device is present, but serving over verbs is not wired into tabosd yet; use --net uring".into())
+    }
+    #[cfg(not(feature = "rdma"))]
+    {
+        Err("--net rdma: this tabosd was built without RDMA support; run scripts/install-rdma-deps.sh and rebuild with `cargo build -p tabos-server --features rdma`".into())
+    }
+}
+
 /// Why `--net rdma` cannot run here.
 fn rdma_unavailable() -> String {
-    "--net rdma: this tabosd was built without RDMA support (rebuild with `--features rdma`) or the host has no RDMA device".to_string()
+    check_rdma().err().unwrap_or_default()
 }
