@@ -1,9 +1,12 @@
 //! [`Client`]: one connection to one node, over shared memory when the node is local
-//! (a Unix socket path) or over TCP when it is remote (`HOST:PORT`). The same calls,
-//! pipelining included, work over both.
+//! (a Unix socket path) or over TCP when it is remote (`HOST:PORT`), or over RDMA
+//! verbs (`rdma://HOST:PORT`, or a node the cluster map says speaks RDMA; a build with
+//! the `rdma` feature). The same calls, pipelining included, work over all three.
 
 use crate::error::Error;
 use crate::link_net::{NetLink, NET_WINDOW};
+#[cfg(feature = "rdma")]
+use crate::link_rdma::RdmaLink;
 use crate::link_shm::{ShmLink, LIVENESS_CHECK};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -53,6 +56,9 @@ pub struct ConnectOptions {
 enum Link {
     Shm(ShmLink),
     Net(NetLink),
+    /// Boxed: a queue pair's bookkeeping is several times a socket's.
+    #[cfg(feature = "rdma")]
+    Rdma(Box<RdmaLink>),
 }
 
 impl Link {
@@ -61,7 +67,16 @@ impl Link {
             Link::Shm(link) => link.try_push(header, args),
             Link::Net(link) if in_flight < NET_WINDOW => link.try_push(header, args),
             Link::Net(_) => Ok(false),
+            #[cfg(feature = "rdma")]
+            Link::Rdma(link) if in_flight < NET_WINDOW => link.try_push(header, args),
+            #[cfg(feature = "rdma")]
+            Link::Rdma(_) => Ok(false),
         }
+    }
+
+    /// Whether this link crosses the network (TCP or RDMA) rather than shared memory.
+    fn is_network(&self) -> bool {
+        !matches!(self, Link::Shm(_))
     }
 
     fn flush(&mut self, stash: &mut VecDeque<Completion>) -> Result<(), Error> {
@@ -71,6 +86,8 @@ impl Link {
                 Ok(())
             }
             Link::Net(link) => link.flush(stash),
+            #[cfg(feature = "rdma")]
+            Link::Rdma(link) => link.flush(stash),
         }
     }
 
@@ -78,6 +95,8 @@ impl Link {
         match self {
             Link::Shm(link) => link.collect(stash),
             Link::Net(link) => link.collect(stash),
+            #[cfg(feature = "rdma")]
+            Link::Rdma(link) => link.collect(stash),
         }
     }
 
@@ -85,6 +104,8 @@ impl Link {
         match self {
             Link::Shm(link) => link.block_until_reply(),
             Link::Net(link) => link.block_until_reply(stash),
+            #[cfg(feature = "rdma")]
+            Link::Rdma(link) => link.block_until_reply(stash),
         }
     }
 
@@ -92,6 +113,8 @@ impl Link {
         match self {
             Link::Shm(link) => link.check_alive(),
             Link::Net(_) => Ok(()),
+            #[cfg(feature = "rdma")]
+            Link::Rdma(_) => Ok(()),
         }
     }
 }
@@ -145,8 +168,9 @@ pub fn is_network_target(target: &str) -> bool {
 }
 
 impl Client {
-    /// Connect to the node at `target`: a Unix socket path (shared memory) or
-    /// `HOST:PORT` (TCP, proving the secret in `TABOS_SECRET_FILE`).
+    /// Connect to the node at `target`: a Unix socket path (shared memory),
+    /// `HOST:PORT` (TCP, proving the secret in `TABOS_SECRET_FILE`) or
+    /// `rdma://HOST:PORT` (RDMA verbs, the same secret; a build with `--features rdma`).
     pub fn connect(target: impl AsRef<Path>) -> Result<Client, Error> {
         Client::connect_with(target, &ConnectOptions::default())
     }
@@ -169,7 +193,15 @@ impl Client {
         let text = target.to_string_lossy();
         let act_as = options.act_as.as_deref();
         let secret = secret_of(options)?;
-        let (link, welcome) = if is_network_target(&text) {
+        let rdma_address = text.strip_prefix(RDMA_SCHEME);
+        let (link, welcome) = if let Some(address) = rdma_address {
+            let Some(secret) = &secret else {
+                return Err(Error::Transport(format!(
+                    "{text} is a network node: give the cluster secret with --secret-file or TABOS_SECRET_FILE"
+                )));
+            };
+            connect_rdma(address, secret, act_as)?
+        } else if is_network_target(&text) {
             let Some(secret) = &secret else {
                 return Err(Error::Transport(format!(
                     "{text} is a network node: give the cluster secret with --secret-file or TABOS_SECRET_FILE"
@@ -185,12 +217,13 @@ impl Client {
             node_id: welcome.node_id,
             partition_base: welcome.partition_base(),
             partition_count: welcome.local_partitions(),
-            address: if is_network_target(&text) {
-                text.to_string()
-            } else {
-                String::new()
+            address: match rdma_address {
+                Some(address) => address.to_string(),
+                None if is_network_target(&text) => text.to_string(),
+                None => String::new(),
             },
             socket: text.to_string(),
+            rdma: rdma_address.is_some(),
         };
         let mut client = Client {
             nodes: vec![NodeLink {
@@ -239,6 +272,7 @@ impl Client {
             ));
             if info.node_id == home.info.node_id {
                 home.info.address = info.address;
+                home.info.rdma = info.rdma;
                 let home = std::mem::replace(&mut home, NodeLink::empty());
                 self.nodes.push(home);
             } else {
@@ -288,7 +322,8 @@ impl Client {
                 return Err(Error::Transport(why.clone()));
             }
         }
-        let name = format!("node {} ({})", node.info.node_id, node.info.address);
+        let scheme = if node.info.rdma { RDMA_SCHEME } else { "" };
+        let name = format!("node {} ({scheme}{})", node.info.node_id, node.info.address);
         let result = match &self.secret {
             _ if node.info.address.is_empty() => Err(Error::Transport(
                 "it does not listen for remote calls".into(),
@@ -296,13 +331,17 @@ impl Client {
             None => Err(Error::Transport(
                 "no cluster secret: give --secret-file or TABOS_SECRET_FILE".into(),
             )),
+            Some(secret) if node.info.rdma => {
+                connect_rdma(&node.info.address, secret, self.options.act_as.as_deref())
+            }
             Some(secret) => {
                 NetLink::connect(&node.info.address, secret, self.options.act_as.as_deref())
+                    .map(|(link, welcome)| (Link::Net(link), welcome))
             }
         };
         let why = match result {
             Ok((link, welcome)) if welcome.partition_base() == node.info.partition_base => {
-                node.link = Some(Link::Net(link));
+                node.link = Some(link);
                 node.down = None;
                 return Ok(());
             }
@@ -350,9 +389,10 @@ impl Client {
         Error::Transport(why)
     }
 
-    /// Whether this client talks to its first node over the network.
+    /// Whether this client talks to the node it connected to over the network.
     pub fn is_remote(&self) -> bool {
-        matches!(self.nodes[0].link, Some(Link::Net(_)))
+        let home = self.route[self.welcome.partition_base() as usize] as usize;
+        self.nodes[home].link.as_ref().is_some_and(Link::is_network)
     }
 
     /// Partitions in the cluster (global partition ids run `0..partition_count`).
@@ -461,7 +501,11 @@ impl Client {
             }
             self.flush();
             self.check_broken()?;
-            if matches!(self.nodes[index].link, Some(Link::Net(_))) {
+            if self.nodes[index]
+                .link
+                .as_ref()
+                .is_some_and(Link::is_network)
+            {
                 // The window is full: wait for replies rather than spin.
                 self.block_until_reply()?;
                 continue;
@@ -688,6 +732,32 @@ impl NodeLink {
             down: None,
         }
     }
+}
+
+/// Prefix of a target reached over RDMA: `rdma://HOST:PORT`.
+const RDMA_SCHEME: &str = "rdma://";
+
+/// Connect to the node at `address` (HOST:PORT) over RDMA verbs.
+#[cfg(feature = "rdma")]
+fn connect_rdma(
+    address: &str,
+    secret: &[u8],
+    act_as: Option<&str>,
+) -> Result<(Link, Welcome), Error> {
+    RdmaLink::connect(address, secret, act_as)
+        .map(|(link, welcome)| (Link::Rdma(Box::new(link)), welcome))
+}
+
+/// Without the `rdma` feature, a node that speaks RDMA cannot be reached.
+#[cfg(not(feature = "rdma"))]
+fn connect_rdma(
+    address: &str,
+    _secret: &[u8],
+    _act_as: Option<&str>,
+) -> Result<(Link, Welcome), Error> {
+    Err(Error::Transport(format!(
+        "{address} serves remote calls over RDMA, and this client was built without RDMA support: rebuild it with `--features rdma` (cargo build -p tabos-client --features rdma)"
+    )))
 }
 
 /// The cluster secret named by the options or `TABOS_SECRET_FILE`, if any.

@@ -17,6 +17,8 @@ mod error;
 pub mod fs;
 mod ipc;
 mod link_net;
+#[cfg(feature = "rdma")]
+mod link_rdma;
 mod link_shm;
 mod sched;
 mod typed;

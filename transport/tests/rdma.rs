@@ -1,25 +1,33 @@
 //! Guards the RDMA transport (feature `rdma`): slot accounting and `wr_id` encoding,
 //! the queue-pair state machine, the endpoint encoding exchanged over TCP, validation of
-//! received frames, device discovery without a device, and, where a device exists, a
-//! loopback RC queue-pair pair exchanging 1000 frames (skipped with
-//! `skipped: no RDMA device` otherwise).
+//! received frames, the cutting of a byte stream into slot-sized messages, device
+//! settings from the environment, device discovery and the stream server driver without
+//! a device, and, where a device exists, a loopback RC queue-pair pair exchanging 1000
+//! frames and the driver echoing a byte stream (skipped with `skipped: no RDMA device`
+//! otherwise).
 #![cfg(feature = "rdma")]
 
 use rand::{Rng, SeedableRng};
 use std::collections::VecDeque;
-use std::io::Write;
-use std::net::{TcpListener, TcpStream};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tabos_transport::doorbell::EventFd;
+use tabos_transport::net::server::{ConnId, Io, StreamHandler};
+use tabos_transport::rdma::driver;
 use tabos_transport::rdma::frame::encode_frame;
 use tabos_transport::rdma::qp::{
     InitAttrs, QpStateMachine, RtrAttrs, RtsAttrs, Transition, ENDPOINT_MAGIC, ENDPOINT_SIZE,
     ENDPOINT_VERSION,
 };
 use tabos_transport::rdma::{
-    decode_frame, devices, exchange_endpoints, require_device, EndpointError, FrameError, PathMtu,
-    QpEndpoint, QpError, QpState, RdmaConfig, RdmaConnection, RdmaError, SlotBook, SlotError,
-    SlotLayout, WrId, WrKind,
+    decode_frame, devices, dial, exchange_endpoints, require_device, send_stream, stream_config,
+    EndpointError, FrameError, MessageSink, PathMtu, QpEndpoint, QpError, QpState, RdmaConfig,
+    RdmaConnection, RdmaDriverOptions, RdmaError, SlotBook, SlotError, SlotLayout, WrId, WrKind,
+    ENV_DEVICE, ENV_GID_INDEX, ENV_PORT,
 };
 use tabos_transport::wire::{Header, Status, FLAG_PAD, FLAG_RESPONSE, FRAME_MAGIC, HEADER_SIZE};
 
@@ -595,6 +603,234 @@ fn received_garbage_is_rejected() {
     }
 }
 
+// ---------------------------------------------------------------- byte streams
+
+/// A connection's send side as a plain model: at most `max` bytes a message, `free`
+/// send slots; what was sent is kept in order.
+struct SinkModel {
+    max: usize,
+    free: usize,
+    sent: Vec<Vec<u8>>,
+}
+
+impl MessageSink for SinkModel {
+    fn max_message_bytes(&self) -> usize {
+        self.max
+    }
+
+    fn try_send(&mut self, message: &[u8]) -> Result<bool, RdmaError> {
+        assert!(!message.is_empty(), "an empty message was sent");
+        assert!(message.len() <= self.max, "a message larger than a slot");
+        if self.free == 0 {
+            return Ok(false);
+        }
+        self.free -= 1;
+        self.sent.push(message.to_vec());
+        Ok(true)
+    }
+}
+
+/// Random bursts of queued bytes and random numbers of free slots: every message fits
+/// a slot, only the last of a burst may be short, nothing is lost, duplicated or
+/// reordered, and what found no slot stays queued.
+#[test]
+fn outgoing_bytes_are_cut_into_slot_sized_messages() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(21);
+    for _ in 0..200 {
+        let max = rng.gen_range(1..=4096usize);
+        let mut sink = SinkModel {
+            max,
+            free: 0,
+            sent: Vec::new(),
+        };
+        let mut stream = Vec::new();
+        let mut out = Vec::new();
+        let mut next = 0u8;
+        for _ in 0..50 {
+            for _ in 0..rng.gen_range(0..3 * max) {
+                out.push(next);
+                stream.push(next);
+                next = next.wrapping_add(1);
+            }
+            sink.free = rng.gen_range(0..4);
+            let queued = out.len();
+            let free = sink.free;
+            let before = sink.sent.len();
+            let messages = send_stream(&mut sink, &mut out).unwrap();
+            assert_eq!(messages, sink.sent.len() - before);
+            assert_eq!(messages, free.min(queued.div_ceil(max)));
+            let new = &sink.sent[before..];
+            for (i, m) in new.iter().enumerate() {
+                if i + 1 < new.len() || !out.is_empty() {
+                    assert_eq!(m.len(), max, "only the last message may be short");
+                }
+            }
+        }
+        sink.free = usize::MAX;
+        send_stream(&mut sink, &mut out).unwrap();
+        assert!(out.is_empty());
+        assert_eq!(sink.sent.concat(), stream);
+    }
+}
+
+#[test]
+fn a_broken_sink_stops_the_stream() {
+    struct Broken;
+    impl MessageSink for Broken {
+        fn max_message_bytes(&self) -> usize {
+            8
+        }
+        fn try_send(&mut self, _: &[u8]) -> Result<bool, RdmaError> {
+            Err(RdmaError::NotConnected(QpState::Error))
+        }
+    }
+    let mut out = vec![1u8; 20];
+    assert!(matches!(
+        send_stream(&mut Broken, &mut out),
+        Err(RdmaError::NotConnected(QpState::Error))
+    ));
+    assert_eq!(out.len(), 20, "nothing was sent, nothing left the queue");
+}
+
+#[test]
+fn device_settings_come_from_the_environment() {
+    fn vars(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+    let base = stream_config();
+    assert_eq!(base.clone().with_vars(vars(&[])).unwrap(), base);
+    let set = base
+        .clone()
+        .with_vars(vars(&[
+            (ENV_DEVICE, "rxe0"),
+            (ENV_PORT, "2"),
+            (ENV_GID_INDEX, " 1 "),
+        ]))
+        .unwrap();
+    assert_eq!(
+        (set.device.as_deref(), set.port_num, set.gid_index),
+        (Some("rxe0"), 2, 1)
+    );
+    assert_eq!(set.max_payload_bytes, base.max_payload_bytes);
+    for bad in [
+        &[(ENV_PORT, "0")][..],
+        &[(ENV_PORT, "x")],
+        &[(ENV_GID_INDEX, "256")],
+    ] {
+        let err = base.clone().with_vars(vars(bad)).unwrap_err();
+        assert!(matches!(err, RdmaError::Env { .. }), "{err}");
+        assert!(err.to_string().contains(bad[0].0), "{err}");
+    }
+}
+
+// ---------------------------------------------------------------- the stream driver
+
+/// Echoes every byte back and counts opens and closes.
+struct Echo {
+    opened: Arc<AtomicUsize>,
+    closed: Arc<AtomicUsize>,
+}
+
+impl StreamHandler for Echo {
+    fn on_open(&mut self, _conn: ConnId, _peer: SocketAddr, _io: &mut Io) {
+        self.opened.fetch_add(1, Ordering::SeqCst);
+    }
+    fn on_data(&mut self, conn: ConnId, data: &[u8], io: &mut Io) {
+        assert!(!data.is_empty());
+        assert!(io.send(conn, data), "the echo fits the backlog");
+    }
+    fn on_close(&mut self, _conn: ConnId) {
+        self.closed.fetch_add(1, Ordering::SeqCst);
+    }
+    fn tick(&mut self, _io: &mut Io) -> usize {
+        0
+    }
+    fn before_sleep(&mut self) -> bool {
+        true
+    }
+    fn after_wake(&mut self) {}
+    fn sleep_limit(&self) -> Option<Duration> {
+        None
+    }
+}
+
+/// A driver with an [`Echo`] handler on a thread, listening on 127.0.0.1.
+struct EchoServer {
+    addr: SocketAddr,
+    stop: Arc<EventFd>,
+    opened: Arc<AtomicUsize>,
+    closed: Arc<AtomicUsize>,
+    thread: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+}
+
+impl EchoServer {
+    fn start(options: RdmaDriverOptions) -> EchoServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(EventFd::new().unwrap());
+        let opened = Arc::new(AtomicUsize::new(0));
+        let closed = Arc::new(AtomicUsize::new(0));
+        let mut handler = Echo {
+            opened: opened.clone(),
+            closed: closed.clone(),
+        };
+        let stop_driver = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let wake = EventFd::new()?;
+            driver::run(&listener, &wake, &stop_driver, &mut handler, options)
+        });
+        EchoServer {
+            addr,
+            stop,
+            opened,
+            closed,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stop the driver and return how it ended.
+    fn stop(mut self) -> std::io::Result<()> {
+        self.stop.notify();
+        self.thread.take().unwrap().join().expect("driver thread")
+    }
+
+    fn wait_closed(&self, count: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.closed.load(Ordering::SeqCst) < count {
+            assert!(Instant::now() < deadline, "the driver never closed");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// Without a device every set-up fails: the driver drops the TCP connection (never
+/// calling the handler), keeps serving, and stops when told.
+#[test]
+fn driver_without_a_device_drops_connections_and_stops() {
+    if !devices().unwrap().is_empty() {
+        return; // driver_echoes_a_byte_stream_over_rdma covers this host
+    }
+    let server = EchoServer::start(RdmaDriverOptions::default());
+    for _ in 0..3 {
+        let mut tcp = TcpStream::connect(server.addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = [0u8; 64];
+        match tcp.read(&mut buf) {
+            Ok(0) => {}
+            Ok(n) => panic!("{n} bytes from a driver without a device"),
+            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+        }
+    }
+    assert_eq!(server.opened.load(Ordering::SeqCst), 0);
+    assert_eq!(server.closed.load(Ordering::SeqCst), 0);
+    server.stop().expect("the driver stops cleanly");
+}
+
 // ---------------------------------------------------------------- on a device
 
 fn device_config() -> RdmaConfig {
@@ -711,4 +947,75 @@ fn loopback_rc_pair_exchanges_1000_frames() {
         "rdma loopback on {}: {FRAMES} frames each way",
         client.device_name()
     );
+}
+
+/// The stream driver on the first device (or `TABOS_RDMA_DEVICE`): a peer that sends a
+/// garbage endpoint is dropped; a real client sets up with [`dial`], sends 3 MiB cut
+/// into slot-sized messages and gets every byte back in order; closing its TCP
+/// connection closes the connection in the driver.
+#[test]
+fn driver_echoes_a_byte_stream_over_rdma() {
+    if !device_present("driver_echoes_a_byte_stream_over_rdma") {
+        return;
+    }
+    let config = stream_config().with_env().expect("TABOS_RDMA_* settings");
+    let server = EchoServer::start(RdmaDriverOptions {
+        rdma: config.clone(),
+        ..RdmaDriverOptions::default()
+    });
+
+    // A peer that is not one: the driver sends its endpoint, reads garbage, hangs up.
+    let mut rogue = TcpStream::connect(server.addr).unwrap();
+    rogue
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    rogue.write_all(&[0xAA; 48]).unwrap();
+    let mut seen = Vec::new();
+    let _ = rogue.read_to_end(&mut seen);
+    assert!(seen.len() <= 48, "only the driver's endpoint comes back");
+
+    let mut tcp = TcpStream::connect(server.addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut conn = dial(&mut tcp, &config).expect("set-up with the driver");
+    tcp.set_nonblocking(true).unwrap();
+    let max = conn.max_message_bytes();
+    assert!(max >= 4096);
+
+    const TOTAL: usize = 3 << 20;
+    let data: Vec<u8> = (0..TOTAL).map(|i| (i * 7 + i / 4096) as u8).collect();
+    let mut out = data.clone();
+    let mut echoed = Vec::with_capacity(TOTAL);
+    let mut message = Vec::new();
+    let mut messages_sent = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while echoed.len() < TOTAL {
+        assert!(
+            Instant::now() < deadline,
+            "stalled: {} of {TOTAL} bytes echoed",
+            echoed.len()
+        );
+        let mut progress = false;
+        if !out.is_empty() {
+            let sent = send_stream(&mut conn, &mut out).unwrap();
+            messages_sent += sent;
+            progress |= sent > 0;
+        }
+        while conn.recv_bytes(&mut message).unwrap() {
+            assert!(!message.is_empty() && message.len() <= max);
+            echoed.extend_from_slice(&message);
+            progress = true;
+        }
+        if !progress {
+            conn.wait(Duration::from_millis(1)).unwrap();
+        }
+    }
+    assert!(echoed == data, "the echo differs from what was sent");
+    assert!(messages_sent >= TOTAL.div_ceil(max));
+    assert_eq!(server.opened.load(Ordering::SeqCst), 1);
+    assert_eq!(server.closed.load(Ordering::SeqCst), 0);
+
+    drop(conn);
+    drop(tcp);
+    server.wait_closed(1);
+    server.stop().expect("the driver stops cleanly");
 }

@@ -60,6 +60,9 @@ pub struct NodeInfo {
     pub address: String,
     /// Its Unix socket on its own host.
     pub socket: String,
+    /// Whether it serves remote calls over RDMA verbs (`net = "rdma"` in the cluster
+    /// file) rather than TCP; remote clients then need RDMA too.
+    pub rdma: bool,
 }
 
 /// Encode the cluster map (the reply of `sys_cluster_map`).
@@ -71,6 +74,7 @@ pub fn encode_cluster_map(nodes: &[NodeInfo], out: &mut Vec<u8>) {
         put_u32(out, n.partition_count);
         put_str(out, &n.address);
         put_str(out, &n.socket);
+        put_u32(out, u32::from(n.rdma));
     }
 }
 
@@ -90,6 +94,11 @@ pub fn decode_cluster_map(bytes: &[u8]) -> Result<Vec<NodeInfo>, Status> {
             partition_count: r.u32()?,
             address: r.str()?.to_string(),
             socket: r.str()?.to_string(),
+            rdma: match r.u32()? {
+                0 => false,
+                1 => true,
+                _ => return Err(Status::BadArgs),
+            },
         };
         if node.partition_base != next_base || node.partition_count == 0 {
             return Err(Status::BadArgs);
@@ -116,6 +125,7 @@ mod tests {
                 partition_count: 2,
                 address: "127.0.0.1:1".into(),
                 socket: "/a".into(),
+                rdma: false,
             },
             NodeInfo {
                 node_id: 2,
@@ -123,11 +133,23 @@ mod tests {
                 partition_count: 3,
                 address: "".into(),
                 socket: "/b".into(),
+                rdma: true,
             },
         ];
         let mut out = Vec::new();
         encode_cluster_map(&nodes, &mut out);
         assert_eq!(decode_cluster_map(&out), Ok(nodes.clone()));
+        // The RDMA flag is the last word of each node: 0 or 1, nothing else.
+        assert_eq!(&out[out.len() - 4..], &1u32.to_le_bytes());
+        let mut bad_flag = out.clone();
+        let at = bad_flag.len() - 4;
+        bad_flag[at..].copy_from_slice(&2u32.to_le_bytes());
+        assert_eq!(decode_cluster_map(&bad_flag), Err(Status::BadArgs));
+        assert_eq!(
+            decode_cluster_map(&out[..out.len() - 4]),
+            Err(Status::BadArgs),
+            "a map without the flag is refused"
+        );
         let mut gap = nodes;
         gap[1].partition_base = 3;
         let mut out = Vec::new();

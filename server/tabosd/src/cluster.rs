@@ -9,11 +9,17 @@
 //! address = "127.0.0.1:7101"      # remote clients and peers connect here
 //! socket = "/tmp/tabos-1.sock"    # local clients of this node connect here
 //! partitions = 2
+//! net = "uring"                   # optional: uring (default), socket or rdma
 //! ```
+//!
+//! `net` is how the node serves remote calls, as its `--net`. It is cluster-wide
+//! knowledge: the cluster map tells clients which nodes speak RDMA, so a node served
+//! with `--net rdma` must say `net = "rdma"` here.
 //!
 //! Global partition ids run over the nodes in file order: the first node owns
 //! `0..partitions`, the next the following ids, and so on.
 
+use crate::net::NetMode;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -44,6 +50,15 @@ pub struct NodeEntry {
     pub partitions: u32,
     /// Cores to pin its partitions to (e.g. "0,1"); default: spread.
     pub cores: Option<String>,
+    /// How it serves remote calls (its `--net`); default uring.
+    pub net: Option<NetMode>,
+}
+
+impl NodeEntry {
+    /// Whether remote calls reach this node over RDMA.
+    pub fn speaks_rdma(&self) -> bool {
+        self.net == Some(NetMode::Rdma)
+    }
 }
 
 impl ClusterFile {
@@ -115,6 +130,7 @@ impl ClusterFile {
                     partition_count: n.partitions,
                     address: n.address.to_string(),
                     socket: n.socket.display().to_string(),
+                    rdma: n.speaks_rdma(),
                 };
                 base += n.partitions;
                 info
@@ -165,6 +181,31 @@ mod tests {
         )
         .contains("partitions"));
         assert!(file_error("").contains("node"));
+    }
+
+    #[test]
+    fn the_map_says_which_nodes_speak_rdma() {
+        let path = write(
+            "[[node]]\nid = 1\naddress = \"127.0.0.1:7201\"\nsocket = \"/tmp/a\"\npartitions = 1\nnet = \"rdma\"\n\
+             [[node]]\nid = 2\naddress = \"127.0.0.2:7201\"\nsocket = \"/tmp/b\"\npartitions = 1\nnet = \"socket\"\n\
+             [[node]]\nid = 3\naddress = \"127.0.0.3:7201\"\nsocket = \"/tmp/c\"\npartitions = 1\n",
+        );
+        let file = ClusterFile::load(&path).unwrap();
+        assert_eq!(file.nodes[0].net, Some(NetMode::Rdma));
+        assert_eq!(file.nodes[1].net, Some(NetMode::Socket));
+        assert_eq!(file.nodes[2].net, None);
+        let flags: Vec<bool> = file.map().iter().map(|n| n.rdma).collect();
+        assert_eq!(flags, vec![true, false, false]);
+        let mut encoded = Vec::new();
+        tabos_procs::builtin::encode_cluster_map(&file.map(), &mut encoded);
+        assert_eq!(
+            tabos_procs::builtin::decode_cluster_map(&encoded),
+            Ok(file.map())
+        );
+        assert!(file_error(
+            "[[node]]\nid = 1\naddress = \"127.0.0.1:1\"\nsocket = \"/a\"\npartitions = 1\nnet = \"infiniband\"\n"
+        )
+        .contains("net"));
     }
 
     fn file_error(text: &str) -> String {

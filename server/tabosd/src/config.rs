@@ -3,7 +3,8 @@
 //! Cluster-wide settings (must agree across nodes: the partition count) are kept apart
 //! from per-process ones (socket path, cores, ring sizes).
 
-use crate::cluster::ClusterFile;
+use crate::cluster::{ClusterFile, NodeEntry};
+use crate::net::NetMode;
 use clap::Parser;
 use std::path::PathBuf;
 use tabos_procs::builtin::NodeInfo;
@@ -36,7 +37,9 @@ pub struct Config {
 
     /// How remote connections are served: uring (io_uring; falls back to socket with
     /// a log line when io_uring is unavailable), socket (non-blocking sockets and
-    /// poll), or rdma.
+    /// poll), or rdma (RDMA verbs: a build with `--features rdma` and an RDMA device;
+    /// TABOS_RDMA_DEVICE, TABOS_RDMA_PORT and TABOS_RDMA_GID_INDEX pick the device).
+    /// With --cluster, the node's `net` in the cluster file sets it.
     #[arg(long, value_enum, default_value = "uring")]
     pub net: crate::net::NetMode,
 
@@ -115,6 +118,36 @@ pub struct Config {
     /// Microseconds a partition spins on empty rings before it sleeps on its doorbell.
     #[arg(long, default_value_t = 100)]
     pub spin_us: u64,
+}
+
+/// The `--net` of cluster node `entry`, given `flag` from the command line. The file's
+/// `net` decides, since the cluster map tells clients which nodes speak RDMA; `flag`
+/// may only pick between the two TCP modes when the file names one of them (or
+/// nothing).
+fn net_for_node(flag: NetMode, entry: &NodeEntry) -> Result<NetMode, String> {
+    let id = entry.id;
+    match (entry.net, flag) {
+        (None, NetMode::Rdma) => Err(format!(
+            "--net rdma: node {id} has no net = \"rdma\" in the cluster file, so clients would reach it over TCP; add it to the node's [[node]] entry"
+        )),
+        (None, flag) => Ok(flag),
+        (Some(file), NetMode::Uring) => Ok(file),
+        (Some(file), flag) if file == flag => Ok(file),
+        (Some(file), flag) if file == NetMode::Rdma || flag == NetMode::Rdma => Err(format!(
+            "--net {}: node {id} has net = \"{}\" in the cluster file; drop --net (the file decides)",
+            mode_name(flag),
+            mode_name(file),
+        )),
+        (Some(_), flag) => Ok(flag),
+    }
+}
+
+fn mode_name(mode: NetMode) -> &'static str {
+    match mode {
+        NetMode::Uring => "uring",
+        NetMode::Socket => "socket",
+        NetMode::Rdma => "rdma",
+    }
 }
 
 /// A list of core ids, parsed from `0,2,4-7`.
@@ -200,6 +233,7 @@ impl Config {
                     path.display()
                 ));
             }
+            self.net = net_for_node(self.net, &entry)?;
             if self.cores.is_none() {
                 if let Some(cores) = &entry.cores {
                     self.cores =
@@ -249,7 +283,7 @@ impl Config {
         if self.queue_len_max == 0 {
             return Err("--queue-len-max must be at least 1".into());
         }
-        if self.net == crate::net::NetMode::Rdma {
+        if self.net == NetMode::Rdma {
             crate::net::check_rdma()?;
         }
         if self.listen.is_some() && self.secret_file.is_none() {
@@ -295,6 +329,7 @@ impl Config {
                 partition_count,
                 address: self.listen.map(|a| a.to_string()).unwrap_or_default(),
                 socket: self.socket.display().to_string(),
+                rdma: self.net == NetMode::Rdma,
             }]
         });
         let me = map
@@ -330,6 +365,30 @@ mod tests {
         assert!(parse_core_list("3-1").is_err());
         assert!(parse_core_list("x").is_err());
         assert!(parse_core_list("").is_err());
+    }
+
+    #[test]
+    fn the_cluster_file_sets_a_nodes_net() {
+        let entry = |net| NodeEntry {
+            id: 7,
+            address: "127.0.0.1:1".parse().unwrap(),
+            socket: "/a".into(),
+            partitions: 1,
+            cores: None,
+            net,
+        };
+        use NetMode::{Rdma, Socket, Uring};
+        assert_eq!(net_for_node(Uring, &entry(None)), Ok(Uring));
+        assert_eq!(net_for_node(Socket, &entry(None)), Ok(Socket));
+        assert_eq!(net_for_node(Uring, &entry(Some(Rdma))), Ok(Rdma));
+        assert_eq!(net_for_node(Rdma, &entry(Some(Rdma))), Ok(Rdma));
+        assert_eq!(net_for_node(Uring, &entry(Some(Socket))), Ok(Socket));
+        assert_eq!(net_for_node(Socket, &entry(Some(Uring))), Ok(Socket));
+        let err = net_for_node(Rdma, &entry(None)).unwrap_err();
+        assert!(err.contains("net = \"rdma\""), "{err}");
+        let err = net_for_node(Socket, &entry(Some(Rdma))).unwrap_err();
+        assert!(err.contains("node 7"), "{err}");
+        assert!(net_for_node(Rdma, &entry(Some(Uring))).is_err());
     }
 
     #[test]

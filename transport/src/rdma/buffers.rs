@@ -533,6 +533,35 @@ impl SlotPool {
         Ok(len)
     }
 
+    /// Write `bytes` (one message of a byte stream, not a frame) into claimed send slot
+    /// `slot` and return its length. The caller keeps messages within a slot.
+    pub fn write_send_bytes(&mut self, slot: u32, bytes: &[u8]) -> Result<usize, SlotError> {
+        assert!(
+            self.book.send_is_claimed(slot),
+            "send slot {slot} written while not claimed"
+        );
+        assert!(
+            bytes.len() <= self.layout.slot_bytes,
+            "message larger than a slot"
+        );
+        let offset = self.layout.offset(WrId {
+            kind: WrKind::Send,
+            slot,
+        })?;
+        // SAFETY: `offset + bytes.len()` lies inside the allocation (offset is a slot
+        // start and the message fits a slot, asserted); the slot is claimed, so the NIC
+        // does not read it and nothing else writes it; `bytes` is an ordinary Rust slice
+        // that cannot overlap our private allocation.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                self.ptr.as_ptr().add(offset),
+                bytes.len(),
+            );
+        }
+        Ok(bytes.len())
+    }
+
     /// Copy `out.len()` bytes from `offset` bytes into filled receive slot `slot`.
     /// `Err` when the range passes the end of the slot (a length the NIC should never
     /// report, so the caller treats it as a broken connection).

@@ -73,6 +73,58 @@ impl Default for RdmaConfig {
     }
 }
 
+/// Environment variable naming the RDMA device (e.g. `mlx5_0`, `rxe0`) that tabosd and
+/// clients use; unset: the first device.
+pub const ENV_DEVICE: &str = "TABOS_RDMA_DEVICE";
+/// Environment variable with the physical port to use, from 1 (default 1).
+pub const ENV_PORT: &str = "TABOS_RDMA_PORT";
+/// Environment variable with the GID index to send from (default 0; RoCE v2 over IPv4
+/// often needs another, see `show_gids`).
+pub const ENV_GID_INDEX: &str = "TABOS_RDMA_GID_INDEX";
+
+impl RdmaConfig {
+    /// This configuration with the device choice of the environment applied
+    /// ([`ENV_DEVICE`], [`ENV_PORT`], [`ENV_GID_INDEX`]); a value that does not parse is
+    /// an [`RdmaError::Env`].
+    pub fn with_env(self) -> Result<RdmaConfig, RdmaError> {
+        self.with_vars(|name| std::env::var(name).ok())
+    }
+
+    /// [`RdmaConfig::with_env`] reading variables through `var` (for tests).
+    pub fn with_vars(
+        mut self,
+        var: impl Fn(&str) -> Option<String>,
+    ) -> Result<RdmaConfig, RdmaError> {
+        if let Some(name) = var(ENV_DEVICE) {
+            let name = name.trim();
+            if !name.is_empty() {
+                self.device = Some(name.to_string());
+            }
+        }
+        if let Some(value) = var(ENV_PORT) {
+            self.port_num = match value.trim().parse::<u8>() {
+                Ok(port) if port >= 1 => port,
+                _ => {
+                    return Err(RdmaError::Env {
+                        var: ENV_PORT,
+                        value,
+                        expected: "a port number 1..=255",
+                    })
+                }
+            };
+        }
+        if let Some(value) = var(ENV_GID_INDEX) {
+            self.gid_index = value.trim().parse::<u8>().map_err(|_| RdmaError::Env {
+                var: ENV_GID_INDEX,
+                value: value.clone(),
+                expected: "a GID index 0..=255",
+            })?;
+        }
+        assert!(self.port_num >= 1);
+        Ok(self)
+    }
+}
+
 /// One side of a frame connection over an RC queue pair.
 #[derive(Debug)]
 pub struct RdmaConnection {
@@ -340,6 +392,102 @@ impl RdmaConnection {
         let len = u32::try_from(len).expect("frame fits u32");
         self.qp
             .post_send(id.encode(), self.buffers.lkey(), addr, len)
+    }
+
+    /// Largest message [`send_bytes`](RdmaConnection::send_bytes) accepts: what fits
+    /// both our send slots and the peer's receive slots (0 before connecting).
+    pub fn max_message_bytes(&self) -> usize {
+        if self.remote.is_none() {
+            return 0;
+        }
+        HEADER_SIZE + self.send_payload_max_bytes
+    }
+
+    /// Send `bytes` as one message of a byte stream: no header is added and the
+    /// receiver takes it with [`recv_bytes`](RdmaConnection::recv_bytes). A connection
+    /// carries frames ([`send`](RdmaConnection::send)) or a byte stream, never both.
+    /// `Ok(false)` when every send slot is in flight (nothing sent; wait and retry).
+    pub fn send_bytes(&mut self, bytes: &[u8]) -> Result<bool, RdmaError> {
+        assert!(!bytes.is_empty(), "an empty stream message means nothing");
+        if self.state.state() != QpState::Rts {
+            return Err(RdmaError::NotConnected(self.state.state()));
+        }
+        if bytes.len() > self.max_message_bytes() {
+            return Err(RdmaError::MessageTooLarge {
+                message_bytes: bytes.len(),
+                max_message_bytes: self.max_message_bytes(),
+            });
+        }
+        let slot = match self.buffers.pool_mut().book_mut().send_claim() {
+            Some(slot) => slot,
+            None => {
+                self.poll_completions()?;
+                match self.buffers.pool_mut().book_mut().send_claim() {
+                    Some(slot) => slot,
+                    None => return Ok(false),
+                }
+            }
+        };
+        let id = WrId {
+            kind: WrKind::Send,
+            slot,
+        };
+        let posted = self.fill_bytes_and_post(id, bytes);
+        let book = self.buffers.pool_mut().book_mut();
+        match posted {
+            Ok(()) => book.send_posted(slot)?,
+            Err(e) => {
+                book.send_unclaim(slot)?;
+                return Err(e);
+            }
+        }
+        debug_assert!(self.send_in_flight_count() >= 1);
+        Ok(true)
+    }
+
+    fn fill_bytes_and_post(&mut self, id: WrId, bytes: &[u8]) -> Result<(), RdmaError> {
+        let len = self.buffers.pool_mut().write_send_bytes(id.slot, bytes)?;
+        let addr = self.buffers.pool().slot_addr(id)?;
+        let len = u32::try_from(len).expect("message fits u32");
+        self.qp
+            .post_send(id.encode(), self.buffers.lkey(), addr, len)
+    }
+
+    /// The next received message of a byte stream, copied into `out` (replacing its
+    /// contents); `Ok(false)` when nothing has arrived. Only the slot size bounds a
+    /// message: the bytes are the peer's and whoever reads the stream validates them.
+    /// An `Err` means the connection broke: drop it.
+    pub fn recv_bytes(&mut self, out: &mut Vec<u8>) -> Result<bool, RdmaError> {
+        if self.ready.is_empty() {
+            match self.state.state() {
+                QpState::Rtr | QpState::Rts => {}
+                state => return Err(RdmaError::NotConnected(state)),
+            }
+            self.poll_completions()?;
+        }
+        let Some((slot, message_bytes)) = self.ready.pop_front() else {
+            return Ok(false);
+        };
+        let message_bytes = message_bytes as usize;
+        let slot_bytes = self.buffers.pool().layout().slot_bytes;
+        out.clear();
+        let copied = if message_bytes <= slot_bytes {
+            out.resize(message_bytes, 0);
+            self.buffers.pool().read_recv(slot, 0, out)
+        } else {
+            Err(super::SlotError::WrongState {
+                slot: WrId {
+                    kind: WrKind::Recv,
+                    slot,
+                },
+                op: "message longer than its slot",
+            })
+        };
+        // The bytes are ours now (or unreadable): give the slot back to the NIC first.
+        self.repost(slot)?;
+        copied?;
+        assert!(out.len() <= slot_bytes);
+        Ok(true)
     }
 
     /// The next received frame: its header is returned, its payload replaces the

@@ -12,6 +12,10 @@
 //!   [`qp::QpEndpoint`] both sides exchange to connect.
 //! - [`frame`]: validation of a received message, exactly as the ring consumer does.
 //! - [`conn`]: [`RdmaConnection`], which puts the pieces on a device.
+//! - [`stream`]: a byte stream over a connection (messages of at most a slot, cut
+//!   anywhere), with the set-up both ends of a tabos network connection follow.
+//! - [`driver`]: tabosd's RDMA stream server, the same [`crate::net::server`] contract
+//!   as the io_uring and poll drivers, so the network gateway runs unchanged over it.
 //! - `verbs` (private): owners of the verbs objects that free them on drop.
 //!
 //! # Connection set-up over TCP, not rdma_cm
@@ -19,8 +23,10 @@
 //! The two sides exchange their [`qp::QpEndpoint`] (queue-pair number, packet sequence
 //! number, LID, GID, receive-slot shape) over the TCP connection that already carries
 //! the network handshake ([`qp::exchange_endpoints`]), then move their queue pairs to
-//! RTS. That reuses the authenticated TCP connection and needs no second listener, no
-//! rdma_cm event channel and no IP-over-RDMA address resolution.
+//! RTS. That reuses the TCP connection and needs no second listener, no rdma_cm event
+//! channel and no IP-over-RDMA address resolution. tabosd's driver exchanges endpoints
+//! first and runs the network handshake itself over RDMA; the TCP connection then only
+//! reports that the peer is gone ([`stream`]).
 //!
 //! # What the peer can reach
 //!
@@ -40,14 +46,18 @@
 
 pub mod buffers;
 pub mod conn;
+pub mod driver;
 pub mod frame;
 pub mod qp;
+pub mod stream;
 mod verbs;
 
 pub use buffers::{SlotBook, SlotError, SlotLayout, SlotPool, WrId, WrKind};
-pub use conn::{RdmaConfig, RdmaConnection};
+pub use conn::{RdmaConfig, RdmaConnection, ENV_DEVICE, ENV_GID_INDEX, ENV_PORT};
+pub use driver::RdmaDriverOptions;
 pub use frame::{decode_frame, FrameError};
 pub use qp::{exchange_endpoints, EndpointError, PathMtu, QpEndpoint, QpError, QpState};
+pub use stream::{dial, send_stream, stream_config, MessageSink, READY_BYTE};
 
 use std::ffi::CStr;
 
@@ -118,6 +128,23 @@ pub enum RdmaError {
     },
     /// The connection is not in RTS (not yet connected, or broken by an earlier error).
     NotConnected(QpState),
+    /// A stream message to send is larger than this connection allows; nothing was
+    /// sent.
+    MessageTooLarge {
+        /// Bytes of the message.
+        message_bytes: usize,
+        /// The most one message may hold (our send slots, the peer's receive slots).
+        max_message_bytes: usize,
+    },
+    /// An environment variable that configures RDMA does not parse.
+    Env {
+        /// The variable.
+        var: &'static str,
+        /// Its value.
+        value: String,
+        /// What it should hold.
+        expected: &'static str,
+    },
 }
 
 impl std::fmt::Display for RdmaError {
@@ -167,6 +194,19 @@ impl std::fmt::Display for RdmaError {
             RdmaError::NotConnected(state) => {
                 write!(f, "RDMA connection not usable: queue pair is in {state:?}")
             }
+            RdmaError::MessageTooLarge {
+                message_bytes,
+                max_message_bytes,
+            } => write!(
+                f,
+                "message of {message_bytes} bytes exceeds this RDMA connection's maximum of \
+                 {max_message_bytes} bytes"
+            ),
+            RdmaError::Env {
+                var,
+                value,
+                expected,
+            } => write!(f, "{var}={value:?}: expected {expected}"),
         }
     }
 }

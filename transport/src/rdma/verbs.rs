@@ -682,6 +682,26 @@ impl RegisteredPool {
                 pool.len_bytes(),
                 access,
             )
+        })
+        .map_err(|e| match e {
+            // Registration pins memory, which counts against RLIMIT_MEMLOCK.
+            RdmaError::Verbs { source, .. }
+                if matches!(
+                    source.raw_os_error(),
+                    Some(libc::ENOMEM | libc::EPERM | libc::EAGAIN)
+                ) =>
+            {
+                RdmaError::Device {
+                    device: pd._context.name().to_string(),
+                    problem: format!(
+                        "registering {} bytes of buffers failed ({source}): raise the \
+                         locked-memory limit (`ulimit -l unlimited`, or memlock in \
+                         /etc/security/limits.conf) or use fewer connections",
+                        pool.len_bytes()
+                    ),
+                }
+            }
+            e => e,
         })?;
         // SAFETY: a registered region's `lkey` is a plain field set at registration.
         let lkey = unsafe { (*mr.as_ptr()).lkey };

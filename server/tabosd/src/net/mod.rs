@@ -3,7 +3,11 @@
 //! Accept, receive and send go through io_uring ([`tabos_transport::net::uring`]);
 //! when io_uring cannot be set up (the `kernel.io_uring_disabled` sysctl, a seccomp
 //! filter) the node falls back to non-blocking sockets and `poll(2)`
-//! ([`tabos_transport::net::poll`]) and says so in one log line. Both drive the same
+//! ([`tabos_transport::net::poll`]) and says so in one log line. With `--net rdma`
+//! (a build with the `rdma` feature, on a host with an RDMA device) connections are
+//! still accepted over TCP, but the handshake and every frame travel as RDMA SEND/RECV
+//! ([`tabos_transport::rdma::driver`]); the device comes from `TABOS_RDMA_DEVICE`,
+//! `TABOS_RDMA_PORT` and `TABOS_RDMA_GID_INDEX`. All three drive the same
 //! [`gateway::Gateway`], which feeds the partitions' queues.
 
 pub mod gateway;
@@ -16,8 +20,9 @@ use std::time::Duration;
 use tabos_transport::doorbell::EventFd;
 use tabos_transport::net::{poll, uring};
 
-/// How the network is served.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+/// How the network is served (`--net`, or `net` of a node in the cluster file).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum NetMode {
     /// io_uring (falls back to `socket` when io_uring is unavailable).
     Uring,
@@ -40,7 +45,10 @@ pub fn start(
     stop: Arc<EventFd>,
 ) -> Result<(std::thread::JoinHandle<()>, SocketAddr), String> {
     let mode = match mode {
-        NetMode::Rdma => return Err(rdma_unavailable()),
+        NetMode::Rdma => {
+            check_rdma()?;
+            NetMode::Rdma
+        }
         NetMode::Socket => NetMode::Socket,
         NetMode::Uring => match uring::probe() {
             Ok(()) => NetMode::Uring,
@@ -71,7 +79,8 @@ pub fn start(
                     };
                     uring::run(&listener, &shared.doorbell, &stop, &mut gateway, options)
                 }
-                _ => poll::run(
+                NetMode::Rdma => run_rdma(&listener, &shared.doorbell, &stop, &mut gateway, spin),
+                NetMode::Socket => poll::run(
                     &listener,
                     &shared.doorbell,
                     &stop,
@@ -88,15 +97,21 @@ pub fn start(
     Ok((handle, bound))
 }
 
-/// Check that `--net rdma` can run here: the build has RDMA support and the host an
-/// RDMA device. The error says what is missing.
+/// Check that `--net rdma` can run here: the build has RDMA support, the host an
+/// RDMA device (the one `TABOS_RDMA_DEVICE` names, if set) whose port is up. The error
+/// says what is missing.
 pub fn check_rdma() -> Result<(), String> {
     #[cfg(feature = "rdma")]
     {
-        tabos_transport::rdma::require_device()
-            .map(|_| ())
-            .map_err(|e| format!("--net rdma: {e}"))?;
-        Err("--net rdma: an RDMA device is present, but serving over verbs is not wired into tabosd yet; use --net uring".into())
+        use tabos_transport::rdma::{require_device, RdmaConnection};
+        let options = rdma_options()?;
+        require_device().map_err(|e| format!("--net rdma: {e}"))?;
+        // One connection's resources, created and dropped: finds a missing device
+        // name, a port that is down, an empty GID or too little locked memory at
+        // start-up rather than at the first client.
+        RdmaConnection::create(&options.rdma)
+            .map(drop)
+            .map_err(|e| format!("--net rdma: {e}"))
     }
     #[cfg(not(feature = "rdma"))]
     {
@@ -104,7 +119,47 @@ pub fn check_rdma() -> Result<(), String> {
     }
 }
 
-/// Why `--net rdma` cannot run here.
-fn rdma_unavailable() -> String {
-    check_rdma().err().unwrap_or_default()
+/// The RDMA driver's settings: stream-shaped connections on the device the
+/// environment names.
+#[cfg(feature = "rdma")]
+fn rdma_options() -> Result<tabos_transport::rdma::RdmaDriverOptions, String> {
+    let rdma = tabos_transport::rdma::stream_config()
+        .with_env()
+        .map_err(|e| format!("--net rdma: {e}"))?;
+    Ok(tabos_transport::rdma::RdmaDriverOptions {
+        rdma,
+        out_bytes_max: OUT_BYTES_MAX,
+        ..Default::default()
+    })
+}
+
+/// Serve over RDMA verbs (checked by [`check_rdma`] before the thread starts).
+#[cfg(feature = "rdma")]
+fn run_rdma(
+    listener: &TcpListener,
+    wake: &EventFd,
+    stop: &EventFd,
+    gateway: &mut Gateway,
+    spin: Duration,
+) -> std::io::Result<()> {
+    let options = tabos_transport::rdma::RdmaDriverOptions {
+        spin,
+        ..rdma_options().map_err(std::io::Error::other)?
+    };
+    tabos_transport::rdma::driver::run(listener, wake, stop, gateway, options)
+}
+
+/// Without the `rdma` feature [`check_rdma`] refuses `--net rdma` before this is
+/// reached; it fails the same way.
+#[cfg(not(feature = "rdma"))]
+fn run_rdma(
+    _listener: &TcpListener,
+    _wake: &EventFd,
+    _stop: &EventFd,
+    _gateway: &mut Gateway,
+    _spin: Duration,
+) -> std::io::Result<()> {
+    Err(std::io::Error::other(
+        check_rdma().err().unwrap_or_default(),
+    ))
 }
