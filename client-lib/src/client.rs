@@ -535,7 +535,11 @@ impl Client {
         for index in 0..self.nodes.len() {
             let node = &mut self.nodes[index];
             if let Some(link) = node.link.as_mut() {
-                if let Err(e) = link.flush(&mut self.stash) {
+                // Sending may read replies (so a peer blocked on writing to us goes on).
+                let before = self.stash.len();
+                let flushed = link.flush(&mut self.stash);
+                self.account(before);
+                if let Err(e) = flushed {
                     self.node_failed(index, e);
                 }
             }
@@ -557,26 +561,33 @@ impl Client {
                 }
             }
         }
-        if self.nodes.len() > 1 {
-            let mut i = before;
-            while i < self.stash.len() {
-                let id = self.stash[i].request_id;
-                if let Some(index) = self.owner.remove(&id) {
-                    let node = &mut self.nodes[index as usize];
-                    node.in_flight = node.in_flight.saturating_sub(1);
-                }
-                if self.shadows.remove(&id) {
-                    self.stash.remove(i);
-                    self.in_flight -= 1;
-                } else {
-                    i += 1;
-                }
-            }
-        } else {
-            let node = &mut self.nodes[0];
-            node.in_flight = node.in_flight.saturating_sub(self.stash.len() - before);
-        }
+        self.account(before);
         Ok(self.stash.len() - before)
+    }
+
+    /// Settle replies that links moved into the stash from index `from` on: each
+    /// leaves its node's count of calls in flight, and copies of replicated writes
+    /// sent to other nodes are dropped.
+    fn account(&mut self, from: usize) {
+        if self.nodes.len() == 1 {
+            let node = &mut self.nodes[0];
+            node.in_flight = node.in_flight.saturating_sub(self.stash.len() - from);
+            return;
+        }
+        let mut i = from;
+        while i < self.stash.len() {
+            let id = self.stash[i].request_id;
+            if let Some(index) = self.owner.remove(&id) {
+                let node = &mut self.nodes[index as usize];
+                node.in_flight = node.in_flight.saturating_sub(1);
+            }
+            if self.shadows.remove(&id) {
+                self.stash.remove(i);
+                self.in_flight -= 1;
+            } else {
+                i += 1;
+            }
+        }
     }
 
     /// Wait until a reply arrives from some node.
@@ -586,9 +597,11 @@ impl Client {
             let Some(link) = node.link.as_mut() else {
                 return self.check_broken();
             };
-            return link
-                .block_until_reply(&mut self.stash)
-                .map_err(|e| self.fail(e));
+            // A network link may read replies while it waits: count them as arrived.
+            let before = self.stash.len();
+            let waited = link.block_until_reply(&mut self.stash);
+            self.account(before);
+            return waited.map_err(|e| self.fail(e));
         }
         // Several nodes: look at each in turn, napping briefly between rounds.
         let started = Instant::now();
