@@ -145,7 +145,9 @@ pub struct Client {
     nodes: Vec<NodeLink>,
     /// Node index of each global partition.
     route: Vec<u32>,
-    options: ConnectOptions,
+    /// Who this client is to the other nodes: the user it acts as, or, when it reached
+    /// its first node by socket, the local user the kernel vouched for.
+    identity: Option<String>,
     secret: Option<Vec<u8>>,
     welcome: Welcome,
     next_request_id: u64,
@@ -233,7 +235,9 @@ impl Client {
                 down: None,
             }],
             route: vec![0; welcome.partition_count as usize],
-            options: options.clone(),
+            identity: options.act_as.clone().or_else(|| {
+                (!is_network_target(&text)).then(tabos_transport::handshake::current_user_name)
+            }),
             secret,
             welcome,
             next_request_id: 1,
@@ -332,12 +336,10 @@ impl Client {
                 "no cluster secret: give --secret-file or TABOS_SECRET_FILE".into(),
             )),
             Some(secret) if node.info.rdma => {
-                connect_rdma(&node.info.address, secret, self.options.act_as.as_deref())
+                connect_rdma(&node.info.address, secret, self.identity.as_deref())
             }
-            Some(secret) => {
-                NetLink::connect(&node.info.address, secret, self.options.act_as.as_deref())
-                    .map(|(link, welcome)| (Link::Net(link), welcome))
-            }
+            Some(secret) => NetLink::connect(&node.info.address, secret, self.identity.as_deref())
+                .map(|(link, welcome)| (Link::Net(link), welcome)),
         };
         let why = match result {
             Ok((link, welcome)) if welcome.partition_base() == node.info.partition_base => {

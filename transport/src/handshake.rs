@@ -163,6 +163,13 @@ pub fn user_name_for_uid(uid: u32) -> String {
         .map_or_else(|_| format!("uid{uid}"), str::to_string)
 }
 
+/// The login name of the user running this process (see [`user_name_for_uid`]).
+pub fn current_user_name() -> String {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    user_name_for_uid(uid)
+}
+
 /// Most fds one message carries.
 pub const FDS_MAX: usize = 200;
 

@@ -408,3 +408,304 @@ pub fn clients_per_partition(client: &mut Client) -> Vec<u32> {
         .map(|s| s.clients)
         .collect()
 }
+
+/// A TCP port on `ip` that nothing listens on now: bound to port 0 and released. For
+/// cluster files, which need the port before the node starts (a tiny race with other
+/// processes remains; tests that can pass port 0 should).
+pub fn free_port(ip: std::net::Ipv4Addr) -> u16 {
+    let listener = std::net::TcpListener::bind((ip, 0))
+        .unwrap_or_else(|e| panic!("cannot bind {ip}:0 to find a free port: {e}"));
+    listener.local_addr().expect("the bound address").port()
+}
+
+/// Write a fresh cluster secret (44 bytes of base64 text and a newline) to `dir/name`.
+pub fn write_secret(dir: &Path, name: &str) -> PathBuf {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let seed = format!("{}-{n}-{:?}", std::process::id(), Instant::now());
+    let hash = tabos_transport::wire::key_hash(seed.as_bytes());
+    let path = dir.join(name);
+    std::fs::write(&path, format!("tabos-test-secret-{hash:016x}-{n:08}\n"))
+        .expect("write the secret file");
+    path
+}
+
+/// The TCP address a daemon started with `--listen HOST:0` bound, read from its log.
+pub fn listen_addr(daemon: &Daemon) -> std::net::SocketAddr {
+    poll_until("tabosd logs its TCP address", START_TIMEOUT, || {
+        let log = daemon.log();
+        let line = log
+            .lines()
+            .find(|l| l.contains("accepts remote calls on "))?;
+        let rest = line.split("accepts remote calls on ").nth(1)?;
+        rest.split_whitespace().next()?.parse().ok()
+    })
+}
+
+/// The `tabos` command line next to the tabosd under test. Built (once per run) with
+/// `cargo build`, a no-op when it is up to date, so a stale binary is never tested.
+pub fn tabos_cli() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let dir = tabosd_exe()
+                .parent()
+                .expect("tabosd's directory")
+                .to_path_buf();
+            let status = Command::new(env!("CARGO"))
+                .args(["build", "-p", "tabos-client", "--bin", "tabos"])
+                .status()
+                .expect("run cargo build");
+            assert!(status.success(), "cargo build -p tabos-client failed");
+            let exe = dir.join("tabos");
+            assert!(exe.exists(), "no tabos binary at {}", exe.display());
+            exe
+        })
+        .clone()
+}
+
+/// Run `command` with stdin closed and collect its output; fails after
+/// [`HANG_TIMEOUT`].
+pub fn run_output(mut command: Command) -> Output {
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    child_output(child, HANG_TIMEOUT)
+}
+
+// ---- Remote (TCP) clients and raw protocol bytes, for tests/net.rs ----
+
+use std::io::ErrorKind;
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use tabos_client::{ids, ConnectOptions};
+use tabos_transport::handshake::{Welcome, HANDSHAKE_MAGIC};
+use tabos_transport::net::{
+    prove, read_secret_file, NetChallenge, NetHello, NET_MAGIC, ROLE_CLIENT,
+};
+use tabos_transport::wire::Header;
+
+/// How long a node may keep a connection that never finishes its handshake (the
+/// node's limit is 5 s; this only turns a connection kept forever into a failure).
+pub const DROP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One tabosd with two partitions listening on 127.0.0.1 (a port it picks).
+pub struct NetNode {
+    pub daemon: Daemon,
+    pub addr: SocketAddr,
+    pub secret: PathBuf,
+    pub keys: TestDir,
+}
+
+impl NetNode {
+    pub fn start(tag: &str, mode: &str) -> NetNode {
+        let keys = TestDir::new(&format!("{tag}-keys"));
+        let secret = write_secret(&keys.path, "secret");
+        let secret_arg = secret.display().to_string();
+        let daemon = Daemon::start(
+            &format!("{tag}-{mode}"),
+            &[
+                "--listen",
+                "127.0.0.1:0",
+                "--secret-file",
+                &secret_arg,
+                "--net",
+                mode,
+            ],
+        );
+        let addr = listen_addr(&daemon);
+        if mode == "uring" && daemon.log().contains("io_uring unavailable") {
+            eprintln!(
+                "note: io_uring is unavailable here: this `uring` case ran on the socket driver"
+            );
+        }
+        NetNode {
+            daemon,
+            addr,
+            secret,
+            keys,
+        }
+    }
+
+    pub fn remote_as(&self, act_as: Option<&str>) -> Client {
+        let options = ConnectOptions {
+            act_as: act_as.map(str::to_string),
+            secret_file: Some(self.secret.clone()),
+        };
+        Client::connect_with(self.addr.to_string(), &options).unwrap_or_else(|e| {
+            panic!(
+                "remote connect to {}: {e}; log:\n{}",
+                self.addr,
+                self.daemon.log()
+            )
+        })
+    }
+
+    pub fn remote(&self) -> Client {
+        self.remote_as(None)
+    }
+
+    pub fn secret_bytes(&self) -> Vec<u8> {
+        read_secret_file(&self.secret).expect("the test secret")
+    }
+
+    /// The node still runs and serves a new remote and a new local client.
+    pub fn assert_serves_new_clients(&mut self) {
+        assert!(
+            self.daemon.is_running(),
+            "tabosd died:\n{}",
+            self.daemon.log()
+        );
+        let mut remote = self.remote();
+        let mut local = self.daemon.connect();
+        for p in 0..2 {
+            remote.null(p).expect("null from a new remote client");
+            local.null(p).expect("null from a new local client");
+        }
+        assert_eq!(
+            remote.call(ids::ECHO, 1, b"still here"),
+            Ok(b"still here".to_vec())
+        );
+    }
+
+    pub fn wait_log(&self, needle: &str) {
+        poll_until(&format!("the log says `{needle}`"), HANG_TIMEOUT, || {
+            self.daemon.log().contains(needle).then_some(())
+        });
+    }
+}
+
+/// Connect with raw bytes; reads give up (fail) after [`HANG_TIMEOUT`].
+pub fn raw(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(HANG_TIMEOUT)).unwrap();
+    stream.set_nodelay(true).unwrap();
+    stream
+}
+
+pub fn read_pod<T: bytemuck::Pod>(stream: &mut TcpStream) -> std::io::Result<T> {
+    let mut raw = vec![0u8; std::mem::size_of::<T>()];
+    stream.read_exact(&mut raw)?;
+    Ok(bytemuck::pod_read_unaligned(&raw))
+}
+
+/// A raw connection that proved `secret`: the stream and the node's welcome.
+pub fn raw_handshake(addr: SocketAddr, secret: &[u8]) -> (TcpStream, Welcome) {
+    let mut stream = raw(addr);
+    let hello = NetHello::new(ROLE_CLIENT, None);
+    stream.write_all(bytemuck::bytes_of(&hello)).unwrap();
+    let challenge: NetChallenge = read_pod(&mut stream).expect("the challenge");
+    assert_eq!((challenge.magic, challenge.status), (NET_MAGIC, 0));
+    let proof = prove(secret, &challenge.nonce, &hello);
+    stream.write_all(bytemuck::bytes_of(&proof)).unwrap();
+    let welcome: Welcome = read_pod(&mut stream).expect("the welcome");
+    assert_eq!((welcome.magic, welcome.status), (HANDSHAKE_MAGIC, 0));
+    (stream, welcome)
+}
+
+pub fn send_frame(stream: &mut TcpStream, header: Header, payload: &[u8]) {
+    let mut bytes = bytemuck::bytes_of(&header).to_vec();
+    bytes.extend_from_slice(payload);
+    stream.write_all(&bytes).expect("send a frame");
+}
+
+pub fn read_frame(stream: &mut TcpStream) -> (Header, Vec<u8>) {
+    let header: Header = read_pod(stream).expect("a reply frame");
+    let mut payload = vec![0u8; header.payload_len as usize];
+    stream.read_exact(&mut payload).expect("the reply payload");
+    (header, payload)
+}
+
+/// Read until the node closes `stream` (end of stream or a reset); fails if it is
+/// still open after `timeout`.
+pub fn assert_closed(stream: &mut TcpStream, timeout: Duration) {
+    stream.set_read_timeout(Some(timeout)).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                panic!("the node kept the connection open for {timeout:?}")
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => return, // reset: closed too
+        }
+    }
+}
+
+/// A remote client calling in a loop, on one connection and its own thread, until
+/// told to stop. It makes thousands of calls, so it hangs while the client library
+/// leaks its per-node in-flight count (see `a_remote_client_makes_many_calls` in
+/// tests/net.rs).
+pub struct Honest {
+    stop: Arc<AtomicBool>,
+    calls: Arc<AtomicU64>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Honest {
+    pub fn start(node: &NetNode) -> Honest {
+        let stop = Arc::new(AtomicBool::new(false));
+        let calls = Arc::new(AtomicU64::new(0));
+        let mut client = node.remote();
+        let thread = std::thread::spawn({
+            let (stop, calls) = (stop.clone(), calls.clone());
+            move || {
+                for i in 0u64.. {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let key = format!("honest-{}", i % 64).into_bytes();
+                    let value = i.to_le_bytes();
+                    client.kv_put(&key, &value).expect("honest kv_put");
+                    assert_eq!(
+                        client.kv_get(&key).expect("honest kv_get"),
+                        Some(value.to_vec())
+                    );
+                    let echo = client.call(ids::ECHO, (i % 2) as u32, &value);
+                    assert_eq!(echo.expect("honest echo"), value);
+                    calls.fetch_add(3, Ordering::Relaxed);
+                }
+            }
+        });
+        let honest = Honest {
+            stop,
+            calls,
+            thread: Some(thread),
+        };
+        honest.assert_progressing();
+        honest
+    }
+
+    /// The honest client makes new successful calls.
+    pub fn assert_progressing(&self) {
+        let before = self.calls.load(Ordering::Relaxed);
+        poll_until("the honest client calls on", HANG_TIMEOUT, || {
+            let thread_died = self.thread.as_ref().is_some_and(|t| t.is_finished());
+            assert!(!thread_died, "the honest client failed");
+            (self.calls.load(Ordering::Relaxed) >= before + 30).then_some(())
+        });
+    }
+
+    pub fn finish(mut self) {
+        self.assert_progressing();
+        self.stop.store(true, Ordering::Relaxed);
+        let thread = self.thread.take().expect("the thread");
+        within("the honest client stops", HANG_TIMEOUT, move || {
+            thread.join()
+        })
+        .expect("the honest client failed");
+    }
+}
+
+impl Drop for Honest {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
