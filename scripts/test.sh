@@ -9,4 +9,6 @@ cargo build --workspace --bins
 cargo test --workspace --all-targets
 # Quick benchmark smoke test in release mode (fails only if a workload errors).
 cargo build --release -p tabos-server -p tabos-bench
-target/release/tabos-bench invoke --quick --json target/bench-smoke.json
+for workload in invoke sched ipc fs; do
+    target/release/tabos-bench "$workload" --quick --json "target/bench-smoke-$workload.json"
+done

@@ -6,8 +6,9 @@
 //! - [`measure`]: latency histograms, timer overhead, core pinning;
 //! - [`machine`]: what the run was measured on;
 //! - [`report`]: JSON records and the markdown summary;
-//! - one module per workload ([`invoke`]), and [`baseline`] for what tabos is
-//!   compared with (a system call, loopback TCP).
+//! - one module per workload ([`invoke`], [`sched`], [`ipc`], [`fs`]), and
+//!   [`baseline`] for what tabos is compared with (a system call, loopback TCP, the
+//!   Linux filesystem).
 //!
 //! Benchmarks are measured, never asserted: a slow machine fails nothing.
 //!
@@ -16,6 +17,9 @@
 //! cargo build --release -p tabos-bench -p tabos-server
 //! target/release/tabos-bench invoke --json /tmp/invoke.json   # full, ~40 s
 //! target/release/tabos-bench invoke --quick                   # smoke, ~3 s
+//! target/release/tabos-bench sched --json /tmp/sched.json     # figure 5, ~2 min
+//! target/release/tabos-bench ipc --json /tmp/ipc.json         # figures 6-8, ~1 min
+//! target/release/tabos-bench fs --json /tmp/fs.json           # figure 10, tables 1-2
 //! cargo bench -p tabos-bench --bench invoke                   # criterion
 //! ```
 
@@ -23,10 +27,13 @@
 
 pub mod baseline;
 pub mod error;
+pub mod fs;
 pub mod invoke;
+pub mod ipc;
 pub mod machine;
 pub mod measure;
 pub mod report;
+pub mod sched;
 pub mod server;
 
 pub use error::Error;
@@ -46,4 +53,6 @@ pub struct Settings {
     pub client_core: usize,
     /// Core of the server side: tabosd's partition, and the baselines' server threads.
     pub server_core: usize,
+    /// Further flags for a started tabosd (e.g. `--spin-us 1000`).
+    pub tabosd_args: Vec<String>,
 }

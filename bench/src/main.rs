@@ -7,11 +7,15 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
+use tabos_bench::fs::{self, FsConfig};
 use tabos_bench::invoke::{self, InvokeConfig};
+use tabos_bench::ipc::{self, IpcConfig};
 use tabos_bench::machine::Machine;
 use tabos_bench::report::{self, Record};
+use tabos_bench::sched::{self, SchedConfig};
 use tabos_bench::server::TABOSD_ENV;
 use tabos_bench::{Error, Settings};
+use tabos_client::Policy;
 
 /// tabos-bench: measure tabos against baselines measured in the same run, on the same
 /// cores. Starts its own tabosd (one partition on --server-core) unless --connect is
@@ -60,6 +64,11 @@ struct GlobalArgs {
     /// spin on their own core. Default: 1.
     #[arg(long, global = true, value_name = "N", default_value_t = 1)]
     server_core: usize,
+
+    /// Pass ARG on to a started tabosd (repeat for several, e.g.
+    /// `--tabosd-arg=--spin-us --tabosd-arg=1000`). Default: none.
+    #[arg(long, global = true, value_name = "ARG", allow_hyphen_values = true)]
+    tabosd_arg: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -68,6 +77,162 @@ enum Workload {
     /// shared-memory rings, against a getppid syscall and a loopback TCP echo round
     /// trip. Full run: about 40 s; --quick: a few seconds.
     Invoke(InvokeArgs),
+
+    /// The scheduler (paper figure 5): closed-loop pipelined tasks/s of each policy,
+    /// then Poisson arrivals at rising offered loads, each task timed from its
+    /// scheduled arrival to its placement (no coordinated omission), and the peak
+    /// load with p99 under 1 ms. Each task is completed right after its placement.
+    /// Full run: about 2 minutes; --quick: a few seconds.
+    Sched(SchedArgs),
+
+    /// IPC (paper figures 6-8): ping-pong and ping20-pong20 between sender/receiver
+    /// threads with their own clients (receivers park at the partition), and one
+    /// sender multicasting to many receivers. Full run: about a minute; --quick: a
+    /// few seconds.
+    Ipc(IpcArgs),
+
+    /// The filesystem (paper figures 10a/10b, tables 1 and 2): 20-block reads and
+    /// writes of one file and of 20 files, file create and delete, and a conditional
+    /// size aggregate over a directory; each against the Linux filesystem of the
+    /// benchmark directory. Full run: about a minute; --quick: a few seconds.
+    Fs(FsArgs),
+}
+
+#[derive(Args, Debug)]
+struct SchedArgs {
+    /// Partitions of the started tabosd: the first on --server-core, more on the
+    /// other cores (on a 2-CPU machine the second shares the client's core).
+    /// Default: 1.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    partitions: Option<u32>,
+
+    /// Workers registered, spread over the partitions. Default: 8000.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    workers: Option<u64>,
+
+    /// Runnable tasks per worker. Default: 64.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=65536))]
+    capacity: Option<u32>,
+
+    /// Policies to measure, comma-separated: fifo, least-loaded, locality. Default:
+    /// all (--quick: all closed-loop, fifo open-loop).
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = parse_policy)]
+    policies: Option<Vec<Policy>>,
+
+    /// Tasks in flight in the closed-loop phase. Default: 64.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=16384))]
+    depth: Option<u64>,
+
+    /// Seconds of each closed-loop run (after an untimed fifth of that). Default: 5
+    /// (--quick: 0.3).
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    seconds_closed: Option<f64>,
+
+    /// Offered loads of the open-loop phase in tasks/s, comma-separated. Default:
+    /// 100000,200000,500000,1000000,1500000,2000000,2500000,3000000 (--quick:
+    /// 50000,200000).
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = parse_rate)]
+    loads: Option<Vec<f64>>,
+
+    /// Seconds of arrivals at each offered load (after an untimed tenth). Default: 3
+    /// (--quick: 0.3).
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    seconds_per_load: Option<f64>,
+}
+
+#[derive(Args, Debug)]
+struct IpcArgs {
+    /// Partitions of the started tabosd (mailboxes spread over them). Default: 1.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    partitions: Option<u32>,
+
+    /// Message sizes in bytes of ping-pong and ping20-pong20, comma-separated.
+    /// Default: 64,1024,8192 (--quick: 64 and 8192 ping-pong, 64 ping20-pong20).
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = clap::value_parser!(u64).range(8..=1_000_000))]
+    sizes: Option<Vec<u64>>,
+
+    /// Concurrent sender/receiver pairs, comma-separated. Default: 1,2,4 (--quick: 1).
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = clap::value_parser!(u64).range(1..=256))]
+    pairs: Option<Vec<u64>>,
+
+    /// Receivers of the multicast runs, comma-separated. Default: 1,10,40 (--quick:
+    /// 1,10).
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = clap::value_parser!(u64).range(1..=1000))]
+    receivers: Option<Vec<u64>>,
+
+    /// Seconds of each run (after an untimed tenth). Default: 2 (--quick: 0.3).
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    seconds_per_run: Option<f64>,
+
+    /// Cores of the sender/receiver threads, comma-separated: thread i on the i-th,
+    /// wrapping (a pair's sender is thread 2k, its receiver 2k+1; the multicast sender
+    /// is thread 0). Default: all on --client-core.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    thread_cores: Option<Vec<usize>>,
+}
+
+#[derive(Args, Debug)]
+struct FsArgs {
+    /// Partitions of the started tabosd (users' homes spread over them). Default: 1.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    partitions: Option<u32>,
+
+    /// Users, each with its own files. Default: 4 (--quick: 2).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1000))]
+    users: Option<u64>,
+
+    /// Files of 256 KiB per user. Default: 100 (--quick: 10).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    files_per_user: Option<u64>,
+
+    /// Client thread counts, comma-separated; thread i works as user i % users.
+    /// Default: 1,4 (--quick: 2).
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = clap::value_parser!(u64).range(1..=256))]
+    clients: Option<Vec<u64>>,
+
+    /// Seconds of each block run and each du run (after an untimed tenth). Default: 3
+    /// (--quick: 0.3).
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    seconds_per_run: Option<f64>,
+
+    /// Files each client creates and deletes. Default: 20000 (--quick: 200).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    creates_per_client: Option<u64>,
+
+    /// Files in the du directory. Default: 4000 (--quick: 400).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    du_files: Option<u64>,
+
+    /// Measure tabos only, without the Linux filesystem baseline. Default: off.
+    #[arg(long)]
+    no_baseline: bool,
+
+    /// Directory in which the baseline's fresh directory is made (and removed).
+    /// Default: the directory of this executable (under the cargo target directory,
+    /// not /tmp, which may be a tmpfs).
+    #[arg(long, value_name = "DIR")]
+    baseline_dir: Option<PathBuf>,
+}
+
+fn parse_policy(text: &str) -> Result<Policy, String> {
+    Policy::ALL
+        .into_iter()
+        .find(|p| p.name() == text)
+        .ok_or_else(|| format!("`{text}` is not a policy: fifo, least-loaded or locality"))
+}
+
+fn parse_rate(text: &str) -> Result<f64, String> {
+    let rate: f64 = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of tasks per second"))?;
+    if !(1.0..=1e9).contains(&rate) {
+        return Err(format!("{rate} tasks/s is outside 1..=1e9"));
+    }
+    Ok(rate)
+}
+
+fn to_usizes(list: &[u64]) -> Vec<usize> {
+    list.iter().map(|n| *n as usize).collect()
 }
 
 #[derive(Args, Debug)]
@@ -111,6 +276,7 @@ impl GlobalArgs {
             tabosd: self.tabosd.clone(),
             client_core: self.client_core,
             server_core: self.server_core,
+            tabosd_args: self.tabosd_arg.clone(),
         })
     }
 }
@@ -135,11 +301,123 @@ impl InvokeArgs {
     }
 }
 
+impl SchedArgs {
+    fn config(&self, quick: bool) -> SchedConfig {
+        let mut config = if quick {
+            SchedConfig::quick()
+        } else {
+            SchedConfig::full()
+        };
+        if let Some(n) = self.partitions {
+            config.partitions = n;
+        }
+        if let Some(n) = self.workers {
+            config.workers = n;
+        }
+        if let Some(n) = self.capacity {
+            config.capacity = n;
+        }
+        if let Some(policies) = &self.policies {
+            config.closed_policies = policies.clone();
+            config.open_policies = policies.clone();
+        }
+        if let Some(n) = self.depth {
+            config.depth = n as usize;
+        }
+        if let Some(s) = self.seconds_closed {
+            config.closed_time = Duration::from_secs_f64(s);
+        }
+        if let Some(loads) = &self.loads {
+            config.loads = loads.clone();
+        }
+        if let Some(s) = self.seconds_per_load {
+            config.open_time = Duration::from_secs_f64(s);
+        }
+        config
+    }
+}
+
+impl IpcArgs {
+    fn config(&self, quick: bool) -> IpcConfig {
+        let config = if quick {
+            IpcConfig::quick()
+        } else {
+            IpcConfig::full()
+        };
+        let sizes = self.sizes.as_deref().map(to_usizes);
+        let pairs = self.pairs.as_deref().map(to_usizes);
+        let mut config = config.with_grid(sizes.as_deref(), pairs.as_deref());
+        if let Some(n) = self.partitions {
+            config.partitions = n;
+        }
+        if let Some(receivers) = &self.receivers {
+            config.multicast = to_usizes(receivers);
+        }
+        if let Some(s) = self.seconds_per_run {
+            config.per_run = Duration::from_secs_f64(s);
+        }
+        if let Some(cores) = &self.thread_cores {
+            config.thread_cores = Some(cores.clone());
+        }
+        config
+    }
+}
+
+impl FsArgs {
+    fn config(&self, quick: bool) -> FsConfig {
+        let mut config = if quick {
+            FsConfig::quick()
+        } else {
+            FsConfig::full()
+        };
+        if let Some(n) = self.partitions {
+            config.partitions = n;
+        }
+        if let Some(n) = self.users {
+            config.users = n as usize;
+        }
+        if let Some(n) = self.files_per_user {
+            config.files_per_user = n as usize;
+        }
+        if let Some(clients) = &self.clients {
+            config.clients = to_usizes(clients);
+        }
+        if let Some(s) = self.seconds_per_run {
+            config.per_run = Duration::from_secs_f64(s);
+        }
+        if let Some(n) = self.creates_per_client {
+            config.creates_per_client = n as usize;
+        }
+        if let Some(n) = self.du_files {
+            config.du_files = n as usize;
+        }
+        config.baseline = !self.no_baseline;
+        if let Some(dir) = &self.baseline_dir {
+            config.baseline_dir = Some(dir.clone());
+        }
+        config
+    }
+}
+
 fn run(cli: &Cli, settings: &Settings) -> Result<(Vec<Record>, Vec<String>), Error> {
     match &cli.workload {
         Workload::Invoke(args) => {
             let records = invoke::run(settings, &args.config(settings.quick))?;
             let ratios = invoke::ratios(&records);
+            Ok((records, ratios))
+        }
+        Workload::Sched(args) => {
+            let records = sched::run(settings, &args.config(settings.quick))?;
+            let summary = sched::summary(&records);
+            Ok((records, summary))
+        }
+        Workload::Ipc(args) => {
+            let records = ipc::run(settings, &args.config(settings.quick))?;
+            Ok((records, Vec::new()))
+        }
+        Workload::Fs(args) => {
+            let records = fs::run(settings, &args.config(settings.quick))?;
+            let ratios = fs::ratios(&records);
             Ok((records, ratios))
         }
     }
@@ -165,6 +443,9 @@ fn main() -> ExitCode {
             ""
         }
     );
+    if !settings.tabosd_args.is_empty() {
+        println!("tabosd flags: {}", settings.tabosd_args.join(" "));
+    }
     let (records, ratios) = match run(&cli, &settings) {
         Ok(out) => out,
         Err(e) => {
@@ -209,8 +490,50 @@ mod tests {
         let cli = Cli::parse_from(["tabos-bench", "invoke", "--quick", "--json", "x.json"]);
         assert!(cli.global.quick);
         assert_eq!(cli.global.json, Some(PathBuf::from("x.json")));
-        let Workload::Invoke(args) = &cli.workload;
+        let Workload::Invoke(args) = &cli.workload else {
+            panic!("parsed as invoke");
+        };
         assert_eq!(args.config(true), InvokeConfig::quick());
+    }
+
+    #[test]
+    fn subcommand_flags_override_the_configurations() {
+        let cli = Cli::parse_from([
+            "tabos-bench",
+            "sched",
+            "--quick",
+            "--policies",
+            "fifo,least-loaded",
+            "--loads",
+            "1000,2000",
+        ]);
+        let Workload::Sched(args) = &cli.workload else {
+            panic!("parsed as sched");
+        };
+        let config = args.config(cli.global.quick);
+        assert_eq!(
+            config.open_policies,
+            vec![Policy::Fifo, Policy::LeastLoaded]
+        );
+        assert_eq!(config.loads, vec![1000.0, 2000.0]);
+        assert_eq!(args.config(false).workers, SchedConfig::full().workers);
+        assert!(Cli::try_parse_from(["tabos-bench", "sched", "--policies", "lifo"]).is_err());
+
+        let cli = Cli::parse_from(["tabos-bench", "ipc", "--sizes", "64", "--receivers", "3"]);
+        let Workload::Ipc(args) = &cli.workload else {
+            panic!("parsed as ipc");
+        };
+        let config = args.config(false);
+        assert_eq!(config.pingpong, vec![(64, 1), (64, 2), (64, 4)]);
+        assert_eq!(config.multicast, vec![3]);
+
+        let cli = Cli::parse_from(["tabos-bench", "fs", "--quick", "--no-baseline"]);
+        let Workload::Fs(args) = &cli.workload else {
+            panic!("parsed as fs");
+        };
+        let config = args.config(true);
+        assert!(!config.baseline);
+        assert_eq!(config.users, FsConfig::quick().users);
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! Measuring: latency histograms in nanoseconds, the cost of reading the clock, and
 //! pinning the measuring thread to a core.
 
+use crate::Error;
 use hdrhistogram::Histogram;
+use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 /// Largest latency a histogram holds (60 s); longer ones are clamped to it.
@@ -66,6 +68,18 @@ impl Latencies {
         self.quantile_us(0.999)
     }
 
+    /// Mean latency in microseconds; `None` when empty.
+    pub fn mean_us(&self) -> Option<f64> {
+        (!self.hist.is_empty()).then(|| self.hist.mean() / 1000.0)
+    }
+
+    /// Add every latency of `other` (e.g. another thread's) to this histogram.
+    pub fn merge(&mut self, other: &Latencies) {
+        self.hist
+            .add(&other.hist)
+            .expect("histograms of the same bounds always add");
+    }
+
     /// Largest recorded latency in microseconds.
     pub fn max_us(&self) -> Option<f64> {
         (!self.hist.is_empty()).then(|| self.hist.max() as f64 / 1000.0)
@@ -100,6 +114,47 @@ pub fn pin_or_warn(core: usize, who: &str) -> bool {
     pinned
 }
 
+/// Run `body(i, &mut states[i], barrier)` on one scoped thread per state, thread `i`
+/// pinned to `core_of(i)`, and return their results in order (the first error wins).
+///
+/// The threads share one barrier: each body must wait on it before anything that can
+/// fail, so that no thread is left waiting for one that gave up.
+pub fn gang<S: Send, T: Send>(
+    states: &mut [S],
+    core_of: impl Fn(usize) -> usize + Sync,
+    body: impl Fn(usize, &mut S, &Barrier) -> Result<T, Error> + Sync,
+) -> Result<Vec<T>, Error> {
+    assert!(!states.is_empty(), "a gang needs a thread");
+    let barrier = Barrier::new(states.len());
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = states
+            .iter_mut()
+            .enumerate()
+            .map(|(i, state)| {
+                let (barrier, body, core_of) = (&barrier, &body, &core_of);
+                scope.spawn(move || {
+                    pin_current(core_of(i));
+                    body(i, state, barrier)
+                })
+            })
+            .collect();
+        let mut out = Vec::with_capacity(handles.len());
+        let mut first_error = None;
+        for handle in handles {
+            match handle.join().expect("benchmark threads do not panic") {
+                Ok(v) => out.push(v),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,6 +172,49 @@ mod tests {
         let p99 = lat.p99_us().unwrap();
         assert!((989.0..=991.0).contains(&p99), "p99 {p99}");
         assert!(lat.max_us().unwrap() >= p99);
+    }
+
+    #[test]
+    fn merged_histograms_hold_both_threads_latencies() {
+        let (mut a, mut b) = (Latencies::new(), Latencies::new());
+        a.record_ns(1_000);
+        b.record_ns(3_000);
+        b.record_ns(3_000);
+        a.merge(&b);
+        assert_eq!(a.count(), 3);
+        let mean = a.mean_us().unwrap();
+        assert!((2.3..=2.4).contains(&mean), "mean {mean}");
+        assert_eq!(Latencies::new().mean_us(), None);
+    }
+
+    #[test]
+    fn a_gang_starts_together_and_reports_the_first_error() {
+        let mut states = vec![1u64, 2, 3];
+        let out = gang(
+            &mut states,
+            |_| 0,
+            |i, s, b| {
+                b.wait();
+                *s += 10;
+                Ok(i)
+            },
+        )
+        .unwrap();
+        assert_eq!(out, vec![0, 1, 2]);
+        assert_eq!(states, vec![11, 12, 13]);
+        let failed = gang(
+            &mut states,
+            |_| 0,
+            |i, _, b| {
+                b.wait();
+                if i == 1 {
+                    Err(Error::call("thread 1", "failed"))
+                } else {
+                    Ok(())
+                }
+            },
+        );
+        assert!(failed.unwrap_err().to_string().contains("thread 1"));
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! The tabosd a run talks to: a private one started for the run (and always stopped
 //! again, also when a workload fails), or one already running (`--connect`).
 //!
-//! A started tabosd gets a fresh temporary directory for its socket, one partition
-//! confined to the server core, and SIGTERM at the end (its clean shutdown path); the
-//! directory is removed afterwards. [`Tabosd`] does this in `Drop`, so nothing is left
+//! A started tabosd gets a fresh temporary directory for its socket, the partitions and
+//! cores of its [`Layout`] (by default one partition confined to the server core), and
+//! SIGTERM at the end (its clean shutdown path); the directory is removed afterwards. [`Tabosd`] does this in `Drop`, so nothing is left
 //! running when the driver returns early or panics. (A driver killed by SIGKILL cannot
 //! clean up; Ctrl-C reaches tabosd too, as it is in the same process group.)
 
@@ -52,6 +52,88 @@ pub fn default_binary() -> Result<PathBuf, Error> {
         })
 }
 
+/// How a started tabosd is laid out: its partitions, their cores, and further flags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// Partitions (one pinned thread each), `--partitions`.
+    pub partitions: u32,
+    /// Cores of the partitions, `--cores`: partition i runs on `cores[i % len]`. The
+    /// first is also where tabosd's other (idle) threads stay.
+    pub cores: Vec<usize>,
+    /// Further tabosd flags, e.g. `["--workers-max", "100000"]`.
+    pub extra_args: Vec<String>,
+}
+
+impl Layout {
+    /// One partition on `server_core`: the layout of every headline number.
+    pub fn single(server_core: usize) -> Layout {
+        Layout {
+            partitions: 1,
+            cores: vec![server_core],
+            extra_args: Vec::new(),
+        }
+    }
+
+    /// One partition on the server core, with the settings' extra tabosd flags.
+    pub fn from_settings(settings: &Settings) -> Layout {
+        Layout {
+            extra_args: settings.tabosd_args.clone(),
+            ..Layout::single(settings.server_core)
+        }
+    }
+
+    /// `partitions` partitions (with the settings' extra tabosd flags): the first on
+    /// the server core, the next ones on the other cores of this machine in order, the
+    /// client's core last. Partitions beyond
+    /// the machine's cores share cores (on a 2-CPU machine a second partition shares
+    /// the client's core: numbers then measure the sharing too).
+    pub fn spread(settings: &Settings, partitions: u32) -> Layout {
+        assert!(partitions > 0, "a tabosd needs a partition");
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut cores = vec![settings.server_core];
+        cores
+            .extend((0..cpus).filter(|c| *c != settings.server_core && *c != settings.client_core));
+        if settings.client_core != settings.server_core {
+            cores.push(settings.client_core);
+        }
+        cores.truncate(partitions as usize);
+        Layout {
+            partitions,
+            cores,
+            extra_args: settings.tabosd_args.clone(),
+        }
+    }
+
+    /// Whether some partition runs on `core`.
+    pub fn uses_core(&self, core: usize) -> bool {
+        self.cores.contains(&core)
+    }
+
+    /// The `--cores` argument: `1` or `1,0`.
+    pub fn cores_arg(&self) -> String {
+        self.cores
+            .iter()
+            .map(usize::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// One line for progress output: `2 partitions on cores 1,0`.
+    pub fn describe(&self) -> String {
+        let plural = if self.partitions == 1 { "" } else { "s" };
+        let mut text = format!(
+            "{} partition{plural} on core{} {}",
+            self.partitions,
+            if self.cores.len() == 1 { "" } else { "s" },
+            self.cores_arg()
+        );
+        if !self.extra_args.is_empty() {
+            text.push_str(&format!(", {}", self.extra_args.join(" ")));
+        }
+        text
+    }
+}
+
 /// A tabosd started for this run. Stopped and cleaned up on drop.
 #[derive(Debug)]
 pub struct Tabosd {
@@ -86,9 +168,17 @@ impl Tabosd {
     /// tabosd is spawned from a thread pinned to `server_core` and told `--cores`, so
     /// the partition and tabosd's other (idle) threads stay off the client's core.
     pub fn start(binary: &Path, server_core: usize) -> Result<Tabosd, Error> {
+        Tabosd::start_with(binary, &Layout::single(server_core))
+    }
+
+    /// Start `binary` as `layout` says, and wait until its socket accepts a client.
+    /// tabosd is spawned from a thread pinned to the layout's first core.
+    pub fn start_with(binary: &Path, layout: &Layout) -> Result<Tabosd, Error> {
+        assert!(layout.partitions > 0, "a tabosd needs a partition");
+        assert!(!layout.cores.is_empty(), "a tabosd needs a core");
         let dir = fresh_dir()?;
         let socket = dir.join("tabos.sock");
-        let spawned = spawn_on_core(binary, &socket, server_core);
+        let spawned = spawn_on_core(binary, &socket, layout);
         // From here on the guard owns the directory (and the child, if any).
         let mut server = Tabosd {
             child: None,
@@ -162,19 +252,23 @@ impl Tabosd {
     }
 }
 
-/// Spawn tabosd from a helper thread pinned to `core`: the child inherits the
-/// thread's CPU mask. If pinning fails (no such core), tabosd inherits this process's
-/// mask and a warning says so.
-fn spawn_on_core(binary: &Path, socket: &Path, core: usize) -> std::io::Result<Child> {
+/// Spawn tabosd from a helper thread pinned to the layout's first core: the child
+/// inherits the thread's CPU mask (its partitions then pin themselves to `--cores`).
+/// If pinning fails (no such core), tabosd inherits this process's mask and a warning
+/// says so.
+fn spawn_on_core(binary: &Path, socket: &Path, layout: &Layout) -> std::io::Result<Child> {
     std::thread::scope(|scope| {
         scope
             .spawn(|| {
-                measure::pin_or_warn(core, "tabosd");
+                measure::pin_or_warn(layout.cores[0], "tabosd");
                 Command::new(binary)
                     .arg("--socket")
                     .arg(socket)
-                    .args(["--partitions", "1", "--cores"])
-                    .arg(core.to_string())
+                    .arg("--partitions")
+                    .arg(layout.partitions.to_string())
+                    .arg("--cores")
+                    .arg(layout.cores_arg())
+                    .args(&layout.extra_args)
                     .stdin(Stdio::null())
                     .stdout(Stdio::null())
                     .stderr(Stdio::inherit())
@@ -253,9 +347,21 @@ pub enum Target {
 }
 
 impl Target {
-    /// Connect to `settings.connect`, or start a tabosd as `settings` say.
+    /// Connect to `settings.connect`, or start a tabosd with one partition on the
+    /// server core.
     pub fn acquire(settings: &Settings) -> Result<Target, Error> {
+        Target::acquire_with(settings, &Layout::from_settings(settings))
+    }
+
+    /// Connect to `settings.connect` (whose layout is what it is: `layout` is then
+    /// only reported), or start a tabosd laid out as `layout` says.
+    pub fn acquire_with(settings: &Settings, layout: &Layout) -> Result<Target, Error> {
         if let Some(socket) = &settings.connect {
+            eprintln!(
+                "tabos-bench: using the tabosd at {} as it is (a started one would have {})",
+                socket.display(),
+                layout.describe()
+            );
             return Ok(Target::Running(socket.clone()));
         }
         let binary = match &settings.tabosd {
@@ -263,14 +369,18 @@ impl Target {
             None => default_binary()?,
         };
         eprintln!(
-            "tabos-bench: starting {} (1 partition on core {})",
+            "tabos-bench: starting {} ({})",
             binary.display(),
-            settings.server_core
+            layout.describe()
         );
-        Ok(Target::Started(Tabosd::start(
-            &binary,
-            settings.server_core,
-        )?))
+        if layout.uses_core(settings.client_core) {
+            eprintln!(
+                "tabos-bench: a partition shares the client's core {}: client and server \
+                 compete for it",
+                settings.client_core
+            );
+        }
+        Ok(Target::Started(Tabosd::start_with(&binary, layout)?))
     }
 
     /// The socket clients connect to.
@@ -292,5 +402,38 @@ impl Target {
             Target::Started(server) => server.stop(),
             Target::Running(_) => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(args: &[&str]) -> Settings {
+        Settings {
+            quick: true,
+            connect: None,
+            tabosd: None,
+            client_core: 0,
+            server_core: 1,
+            tabosd_args: args.iter().map(|a| a.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn layouts_put_the_first_partition_on_the_server_core() {
+        let s = settings(&["--spin-us", "5"]);
+        let one = Layout::spread(&s, 1);
+        assert_eq!(one.cores, vec![1]);
+        assert_eq!(one.extra_args, vec!["--spin-us", "5"]);
+        assert_eq!(Layout::from_settings(&s), one);
+        let two = Layout::spread(&s, 2);
+        assert_eq!(two.partitions, 2);
+        assert_eq!(two.cores.len(), 2);
+        assert_eq!(two.cores[0], 1);
+        assert_ne!(two.cores[1], 1, "a second core when the machine has one");
+        assert!(two.describe().starts_with("2 partitions on cores 1,"));
+        assert_eq!(Layout::single(3).cores_arg(), "3");
+        assert!(!Layout::single(3).uses_core(0));
     }
 }

@@ -1,9 +1,15 @@
-//! Guards that `tabos-bench invoke --quick --json` runs end to end (starting and
-//! stopping its own tabosd) and writes every expected record; never asserts on speed.
+//! Guards that every `tabos-bench` subcommand runs end to end with `--quick --json`
+//! (starting and stopping its own tabosd) and writes every expected record with a
+//! positive throughput; never asserts on speed. The runs take turns (one benchmark at
+//! a time), as parallel runs would only slow each other down.
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Mutex;
+
+/// Held while a benchmark runs.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// The tabosd next to the driver (where the driver looks by default), built with the
 /// same profile if it is not there yet.
@@ -29,13 +35,19 @@ fn ensure_tabosd(bench_exe: &Path) -> PathBuf {
     tabosd
 }
 
-#[test]
-fn invoke_quick_writes_every_record() {
+/// Run `tabos-bench <args> --quick --json FILE` and return its records.
+fn run_quick(args: &[&str]) -> Vec<Value> {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let bench_exe = Path::new(env!("CARGO_BIN_EXE_tabos-bench"));
     ensure_tabosd(bench_exe);
-    let json = std::env::temp_dir().join(format!("tabos-bench-smoke-{}.json", std::process::id()));
+    let json = std::env::temp_dir().join(format!(
+        "tabos-bench-smoke-{}-{}.json",
+        args[0],
+        std::process::id()
+    ));
     let output = Command::new(bench_exe)
-        .args(["invoke", "--quick", "--json"])
+        .args(args)
+        .args(["--quick", "--json"])
         .arg(&json)
         .output()
         .expect("tabos-bench runs");
@@ -43,36 +55,27 @@ fn invoke_quick_writes_every_record() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success(),
-        "tabos-bench failed ({}):\n{stdout}\n{stderr}",
+        "tabos-bench {args:?} failed ({}):\n{stdout}\n{stderr}",
         output.status
     );
     assert!(
         stdout.contains("| workload | system |"),
         "no summary table:\n{stdout}"
     );
-
     let text = std::fs::read_to_string(&json).expect("the JSON file was written");
     let _ = std::fs::remove_file(&json);
-    let records: Vec<Value> = match serde_json::from_str(&text).expect("valid JSON") {
+    match serde_json::from_str(&text).expect("valid JSON") {
         Value::Array(records) => records,
         other => panic!("expected a JSON array, got {other}"),
-    };
-    let expected = [
-        ("invoke-null", "tabos-shm", None),
-        ("invoke-null-pipelined", "tabos-shm", Some(1)),
-        ("invoke-null-pipelined", "tabos-shm", Some(8)),
-        ("invoke-null-pipelined", "tabos-shm", Some(64)),
-        ("invoke-null", "linux-syscall", None),
-        ("invoke-null", "tcp-loopback", None),
-    ];
-    assert_eq!(records.len(), expected.len(), "records: {text}");
-    for (workload, system, depth) in expected {
-        let found = records.iter().find(|r| {
-            r["workload"] == workload
-                && r["system"] == system
-                && depth.is_none_or(|d| r["params"]["depth"] == d)
-        });
-        let r = found.unwrap_or_else(|| panic!("no {workload}/{system} depth {depth:?} in {text}"));
+    }
+}
+
+/// Every record has the schema's fields, params an object, a positive throughput and
+/// non-negative latencies.
+fn check_fields(records: &[Value]) {
+    assert!(!records.is_empty(), "no records");
+    for r in records {
+        assert!(r["workload"].is_string() && r["system"].is_string(), "{r}");
         assert!(r["params"].is_object(), "params is an object: {r}");
         let ops = r["ops_per_s"].as_f64().unwrap_or(0.0);
         assert!(ops > 0.0, "ops_per_s must be positive: {r}");
@@ -81,4 +84,146 @@ fn invoke_quick_writes_every_record() {
             assert!(v >= 0.0, "{field} must be a non-negative number: {r}");
         }
     }
+}
+
+/// The records of `workload` by `system` whose params contain every `(key, value)`.
+fn matching<'a>(
+    records: &'a [Value],
+    workload: &str,
+    system: Option<&str>,
+    params: &[(&str, Value)],
+) -> Vec<&'a Value> {
+    records
+        .iter()
+        .filter(|r| {
+            r["workload"] == workload
+                && system.is_none_or(|s| r["system"] == s)
+                && params.iter().all(|(k, v)| r["params"][*k] == *v)
+        })
+        .collect()
+}
+
+/// Exactly one record of `workload` by `system` with `params`.
+fn expect_one(records: &[Value], workload: &str, system: Option<&str>, params: &[(&str, Value)]) {
+    let found = matching(records, workload, system, params);
+    assert_eq!(
+        found.len(),
+        1,
+        "expected one {workload}/{system:?} record with {params:?}, found {}: {}",
+        found.len(),
+        serde_json::to_string_pretty(records).unwrap()
+    );
+}
+
+#[test]
+fn invoke_quick_writes_every_record() {
+    let records = run_quick(&["invoke"]);
+    check_fields(&records);
+    assert_eq!(records.len(), 6, "records: {records:?}");
+    expect_one(&records, "invoke-null", Some("tabos-shm"), &[]);
+    for depth in [1, 8, 64] {
+        expect_one(
+            &records,
+            "invoke-null-pipelined",
+            Some("tabos-shm"),
+            &[("depth", depth.into())],
+        );
+    }
+    expect_one(&records, "invoke-null", Some("linux-syscall"), &[]);
+    expect_one(&records, "invoke-null", Some("tcp-loopback"), &[]);
+}
+
+#[test]
+fn sched_quick_writes_every_record() {
+    let records = run_quick(&["sched"]);
+    check_fields(&records);
+    for policy in ["fifo", "locality", "least-loaded"] {
+        expect_one(
+            &records,
+            &format!("sched-{policy}-closed"),
+            Some("tabos-shm"),
+            &[("depth", 64.into())],
+        );
+    }
+    for load in [50_000.0, 200_000.0] {
+        expect_one(
+            &records,
+            "sched-fifo-open",
+            Some("tabos-shm"),
+            &[("load_tasks_per_s", load.into())],
+        );
+    }
+    // The peak record exists only when a load kept p99 under 1 ms: a slow machine
+    // must not fail this test, so only its shape is checked.
+    let peaks = matching(&records, "sched-fifo-peak", None, &[]);
+    assert!(peaks.len() <= 1, "one peak at most: {records:?}");
+    assert_eq!(records.len(), 5 + peaks.len(), "records: {records:?}");
+}
+
+#[test]
+fn ipc_quick_writes_every_record() {
+    let records = run_quick(&["ipc"]);
+    check_fields(&records);
+    for bytes in [64, 8192] {
+        expect_one(
+            &records,
+            "ipc-pingpong",
+            Some("tabos-shm"),
+            &[("message_bytes", bytes.into()), ("pairs", 1.into())],
+        );
+    }
+    expect_one(
+        &records,
+        "ipc-ping20pong20",
+        Some("tabos-shm"),
+        &[("message_bytes", 64.into()), ("pairs", 1.into())],
+    );
+    for receivers in [1, 10] {
+        expect_one(
+            &records,
+            "ipc-multicast",
+            Some("tabos-shm"),
+            &[("receivers", receivers.into())],
+        );
+    }
+    assert_eq!(records.len(), 5, "records: {records:?}");
+}
+
+#[test]
+fn fs_quick_writes_every_record() {
+    let records = run_quick(&["fs"]);
+    check_fields(&records);
+    let tabos = Some("tabos-shm");
+    // The baseline is named after the filesystem it ran on (`ext4` here, usually).
+    let baseline: Vec<&str> = records
+        .iter()
+        .filter_map(|r| r["system"].as_str())
+        .filter(|s| *s != "tabos-shm")
+        .collect();
+    assert!(!baseline.is_empty(), "no baseline records: {records:?}");
+    let baseline = Some(baseline[0]);
+    for workload in ["fs-10a", "fs-10b"] {
+        for op in ["read", "write", "mixed"] {
+            for system in [tabos, baseline] {
+                expect_one(
+                    &records,
+                    workload,
+                    system,
+                    &[("op", op.into()), ("clients", 2.into())],
+                );
+            }
+        }
+    }
+    for api in [
+        "create procedure (1 call)",
+        "Fs::create (create + stat: 2 calls)",
+    ] {
+        expect_one(&records, "fs-create", tabos, &[("api", api.into())]);
+    }
+    for system in [tabos, baseline] {
+        expect_one(&records, "fs-delete", system, &[("clients", 2.into())]);
+        expect_one(&records, "fs-du", system, &[("files", 400.into())]);
+    }
+    expect_one(&records, "fs-create", baseline, &[]);
+    assert_eq!(records.len(), 12 + 3 + 2 + 2, "records: {records:?}");
 }

@@ -614,7 +614,7 @@ impl Client {
             if started.elapsed() > SPIN_MULTI {
                 std::thread::sleep(Duration::from_micros(100));
             } else {
-                std::hint::spin_loop();
+                std::thread::yield_now();
             }
         }
     }

@@ -9,7 +9,7 @@
 
 use crate::client::Completion;
 use crate::error::Error;
-use crate::link_shm::{LIVENESS_CHECK, SPIN};
+use crate::link_shm::{spin_or_yield, LIVENESS_CHECK, SPIN};
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -219,11 +219,13 @@ impl NetLink {
         stash: &mut VecDeque<Completion>,
     ) -> Result<(), Error> {
         let started = Instant::now();
+        let mut turns = 0u32;
         while started.elapsed() < SPIN {
             if self.collect(stash)? > 0 {
                 return Ok(());
             }
-            std::hint::spin_loop();
+            turns += 1;
+            spin_or_yield(turns);
         }
         loop {
             let mut fds = [pollfd_in(self.stream.as_fd().as_raw_fd())];

@@ -40,6 +40,17 @@ pub(crate) struct ShmLink {
     lanes: Vec<Lane>,
 }
 
+/// One turn of a waiting spin: a pause instruction, and every 64th turn a yield, so a
+/// thread that must answer us on the same core gets to run (a pure spin would hold
+/// the core for the whole spin period).
+pub(crate) fn spin_or_yield(turn: u32) {
+    if turn.is_multiple_of(64) {
+        std::thread::yield_now();
+    } else {
+        std::hint::spin_loop();
+    }
+}
+
 pub(crate) fn corrupt(e: RingError) -> Error {
     Error::Transport(format!("shared-memory ring broken: {e}"))
 }
@@ -212,7 +223,7 @@ impl ShmLink {
                 return Ok(());
             }
             turns += 1;
-            std::hint::spin_loop();
+            spin_or_yield(turns);
         }
         loop {
             let seg = self.segment.clone();

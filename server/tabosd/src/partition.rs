@@ -203,6 +203,8 @@ impl Partition {
                 std::hint::spin_loop();
                 continue;
             }
+            // Let a client that shares this core run (unpinned or oversubscribed nodes).
+            std::thread::yield_now();
             let since = *idle_since.get_or_insert_with(Instant::now);
             if since.elapsed() >= self.node.spin && !self.shutting_down {
                 self.sleep();
