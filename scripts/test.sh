@@ -7,6 +7,10 @@ scripts/setup.sh
 # Integration tests start the real binaries; build them first.
 cargo build --workspace --bins
 cargo test --workspace --all-targets
+# The RDMA transport (cargo feature `rdma`): needs libibverbs/librdmacm headers.
+# This machine has no RDMA device; tests that need one print `skipped: no RDMA device`.
+scripts/install-rdma-deps.sh
+cargo test -p tabos-transport --features rdma
 # Quick benchmark smoke test in release mode (fails only if a workload errors).
 cargo build --release -p tabos-server -p tabos-bench
 for workload in invoke sched ipc fs; do
