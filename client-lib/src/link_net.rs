@@ -22,6 +22,24 @@ use tabos_transport::net::{
 };
 use tabos_transport::wire::{Header, PROTOCOL_VERSION};
 
+/// Move every complete frame buffered in `reader` into `stash` as a completion.
+pub(crate) fn stash_frames(
+    reader: &mut FrameReader,
+    stash: &mut VecDeque<Completion>,
+) -> Result<usize, tabos_transport::net::FrameError> {
+    let mut found = 0;
+    while let Some((h, payload)) = reader.next_frame()? {
+        stash.push_back(Completion {
+            request_id: h.request_id,
+            partition: h.partition,
+            status_code: h.status,
+            reply: payload.to_vec(),
+        });
+        found += 1;
+    }
+    Ok(found)
+}
+
 /// Most requests a network client keeps in flight before it waits for replies.
 pub(crate) const NET_WINDOW: usize = 4096;
 /// Most request bytes a network client buffers before it sends them.
@@ -195,21 +213,8 @@ impl NetLink {
                 }
             }
         }
-        loop {
-            match self.reader.next_frame() {
-                Ok(Some((h, payload))) => {
-                    stash.push_back(Completion {
-                        request_id: h.request_id,
-                        partition: h.partition,
-                        status_code: h.status,
-                        reply: payload.to_vec(),
-                    });
-                    found += 1;
-                }
-                Ok(None) => return Ok(found),
-                Err(e) => return Err(self.broken(&e)),
-            }
-        }
+        found += stash_frames(&mut self.reader, stash).map_err(|e| self.broken(&e))?;
+        Ok(found)
     }
 
     /// Wait until a reply has arrived (moved into `stash`): spin on non-blocking reads a

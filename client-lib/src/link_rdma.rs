@@ -14,6 +14,7 @@
 
 use crate::client::Completion;
 use crate::error::Error;
+use crate::link_net::stash_frames;
 use crate::link_shm::{LIVENESS_CHECK, SPIN};
 use std::collections::VecDeque;
 use std::io::{self, Read};
@@ -281,21 +282,8 @@ impl RdmaLink {
             }
         }
         let mut found = 0;
-        loop {
-            match self.reader.next_frame() {
-                Ok(Some((h, payload))) => {
-                    stash.push_back(Completion {
-                        request_id: h.request_id,
-                        partition: h.partition,
-                        status_code: h.status,
-                        reply: payload.to_vec(),
-                    });
-                    found += 1;
-                }
-                Ok(None) => return Ok(found),
-                Err(e) => return Err(self.broken(&e)),
-            }
-        }
+        found += stash_frames(&mut self.reader, stash).map_err(|e| self.broken(&e))?;
+        Ok(found)
     }
 
     /// Wait until a reply has arrived (moved into `stash`): poll the completion queue a
