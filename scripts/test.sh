@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+# The PostgreSQL baseline of the benchmarks (installed from Debian packages if missing).
+scripts/install-postgres.sh
 # Integration tests start the real binaries; build them first.
 cargo build --workspace --bins
 cargo test --workspace --all-targets
@@ -13,6 +15,4 @@ scripts/install-rdma-deps.sh
 cargo test -p tabos-transport --features rdma
 # Quick benchmark smoke test in release mode (fails only if a workload errors).
 cargo build --release -p tabos-server -p tabos-bench
-for workload in invoke sched ipc fs; do
-    target/release/tabos-bench "$workload" --quick --json "target/bench-smoke-$workload.json"
-done
+target/release/tabos-bench all --quick --json target/bench-smoke.json --plots target/bench-smoke-plots

@@ -27,8 +27,18 @@
 //! - `fs-du` (table 2): total size of the files of at least `du_min_bytes` in a
 //!   directory of `du_files` files: one `du` call against a readdir + stat walk. Every
 //!   answer is checked against the sizes the set-up wrote.
+//!
+//! Table 1 is also measured on PostgreSQL (the paper's VoltDB;
+//! [`crate::baseline::postgres`]) after tabosd has stopped, unless `postgres` is off:
+//! the same threads (all on the client core, one connection each) create and delete
+//! their files with the PL/pgSQL functions `create_file` and `delete_file` (fully
+//! qualified names, as tabos: one parent lookup and one insert or delete), through
+//! prepared statements. System `postgres` commits with `synchronous_commit=off`;
+//! `postgres-sync` (on, waiting for each commit's WAL fsync) does a twentieth of the
+//! files.
 
 use crate::baseline::ext4::{self, BaselineDir};
+use crate::baseline::postgres::{Commit, PgFs, PgServer};
 use crate::measure::{self, Latencies};
 use crate::report::{self, params, Record};
 use crate::server::{Layout, Target};
@@ -49,6 +59,9 @@ use tabos_procs::fs::wire::args;
 pub const SYSTEM: &str = crate::invoke::SYSTEM_TABOS_SHM;
 /// Seed of the file and block choices (runs are repeatable).
 const SEED: u64 = 0xf11e_5eed;
+/// `postgres-sync` creates and deletes this fraction of `creates_per_client` (each
+/// commit waits for a WAL fsync, milliseconds on a disk).
+const PG_SYNC_FILES_DIVISOR: usize = 20;
 
 /// How much of each phase to run.
 #[derive(Debug, Clone, PartialEq)]
@@ -77,6 +90,8 @@ pub struct FsConfig {
     pub baseline: bool,
     /// Where the baseline's directory goes (`None`: beside the executable).
     pub baseline_dir: Option<PathBuf>,
+    /// Also measure file create and delete on PostgreSQL.
+    pub postgres: bool,
 }
 
 impl FsConfig {
@@ -95,6 +110,7 @@ impl FsConfig {
             du_min_bytes: 20 * 1024,
             baseline: true,
             baseline_dir: None,
+            postgres: true,
         }
     }
 
@@ -160,6 +176,80 @@ pub fn run(settings: &Settings, config: &FsConfig) -> Result<Vec<Record>, Error>
     drop(bench);
     drop(baseline);
     target.finish()?;
+    if config.postgres {
+        // After tabosd stopped: the server core is PostgreSQL's alone.
+        records.extend(create_delete_postgres(settings, config)?);
+    }
+    Ok(records)
+}
+
+/// Table 1 on PostgreSQL: for each client count, with `synchronous_commit` off and
+/// on, each thread creates its files in its own directory, one call at a time, then
+/// deletes them.
+fn create_delete_postgres(settings: &Settings, config: &FsConfig) -> Result<Vec<Record>, Error> {
+    let server = PgServer::start(settings.server_core)?;
+    let users: Vec<String> = (0..config.users).map(|i| format!("u{i}")).collect();
+    let mut admin = PgFs::new(server.connect(Commit::Async)?)?;
+    for user in &users {
+        admin.add_dir(&format!("/{user}"), user)?;
+    }
+    let mut records = Vec::new();
+    for commit in [Commit::Async, Commit::Sync] {
+        let n = match commit {
+            Commit::Async => config.creates_per_client,
+            Commit::Sync => (config.creates_per_client / PG_SYNC_FILES_DIVISOR).max(1),
+        };
+        let system = commit.system();
+        for &clients in &config.clients {
+            // (owner, directory) of each thread.
+            let dirs: Vec<(&str, String)> = (0..clients)
+                .map(|i| {
+                    let user = &users[i % users.len()];
+                    (user.as_str(), format!("/{user}/{system}_c{clients}_{i}"))
+                })
+                .collect();
+            for (user, dir) in &dirs {
+                admin.add_dir(dir, user)?;
+            }
+            let mut conns = server
+                .connect_all(clients, commit)?
+                .into_iter()
+                .map(PgFs::new)
+                .collect::<Result<Vec<_>, _>>()?;
+            let path = |i: usize, j: usize| format!("{}/f{j}", dirs[i].1);
+            let core = |_| settings.client_core;
+            let record = |workload: &str, function: &str, measured: &[Measured]| {
+                let api = format!("{function} PL/pgSQL function (1 prepared call)");
+                let mut record = count_record(workload, system, clients, n, &api, measured);
+                record.params.extend(server.params(commit));
+                report::progress(&record);
+                record
+            };
+            eprintln!("[fs-create] {system}, create_file, {clients} client(s) x {n} files");
+            let created = measure::gang(&mut conns, core, |i, fs, barrier| {
+                barrier.wait();
+                timed_count(n, |j| fs.create_file(&path(i, j), dirs[i].0, FILE_MODE))
+            })?;
+            records.push(record("fs-create", "create_file", &created));
+            eprintln!("[fs-delete] {system}, delete_file, {clients} client(s) x {n} files");
+            let deleted = measure::gang(&mut conns, core, |i, fs, barrier| {
+                barrier.wait();
+                timed_count(n, |j| {
+                    let size_bytes = fs.delete_file(&path(i, j), dirs[i].0)?;
+                    if size_bytes != 0 {
+                        return Err(Error::call(
+                            format!("PostgreSQL delete_file({})", path(i, j)),
+                            format!("removed {size_bytes} bytes of a file created empty"),
+                        ));
+                    }
+                    Ok(())
+                })
+            })?;
+            records.push(record("fs-delete", "delete_file", &deleted));
+        }
+    }
+    drop(admin);
+    server.finish()?;
     Ok(records)
 }
 
@@ -649,25 +739,8 @@ impl<'a> Bench<'a> {
         api: &str,
         measured: &[Measured],
     ) -> Record {
-        let mut lat = Latencies::new();
-        let mut elapsed = Duration::ZERO;
-        for m in measured {
-            lat.merge(&m.write);
-            elapsed = elapsed.max(m.elapsed);
-        }
-        let record = Record::from_latencies(
-            workload,
-            &self.system(side),
-            params([
-                ("clients", clients.into()),
-                ("files_per_client", self.config.creates_per_client.into()),
-                ("api", api.into()),
-                ("pipelined", false.into()),
-                ("mean_us", lat.mean_us().map_or(Value::Null, Value::from)),
-            ]),
-            &lat,
-            Some(lat.count() as f64 / elapsed.as_secs_f64()),
-        );
+        let n = self.config.creates_per_client;
+        let record = count_record(workload, &self.system(side), clients, n, api, measured);
         report::progress(&record);
         record
     }
@@ -740,8 +813,39 @@ impl<'a> Bench<'a> {
     }
 }
 
-/// Lines comparing tabos with the baseline of the same run: throughput ratios of the
-/// mixed block runs, create (the procedure), delete and du.
+/// A table-1 record: `clients` threads each ran `n` operations through `api`, timed
+/// one at a time (into `write`).
+fn count_record(
+    workload: &str,
+    system: &str,
+    clients: usize,
+    n: usize,
+    api: &str,
+    measured: &[Measured],
+) -> Record {
+    let mut lat = Latencies::new();
+    let mut elapsed = Duration::ZERO;
+    for m in measured {
+        lat.merge(&m.write);
+        elapsed = elapsed.max(m.elapsed);
+    }
+    Record::from_latencies(
+        workload,
+        system,
+        params([
+            ("clients", clients.into()),
+            ("files_per_client", n.into()),
+            ("api", api.into()),
+            ("pipelined", false.into()),
+            ("mean_us", lat.mean_us().map_or(Value::Null, Value::from)),
+        ]),
+        &lat,
+        Some(lat.count() as f64 / elapsed.as_secs_f64()),
+    )
+}
+
+/// Lines comparing tabos with each baseline of the same run (ext4, PostgreSQL):
+/// throughput ratios of the mixed block runs, create (the procedure), delete and du.
 pub fn ratios(records: &[Record]) -> Vec<String> {
     let is_tabos = |r: &&Record| r.system == SYSTEM;
     let mut lines = Vec::new();
@@ -767,29 +871,28 @@ pub fn ratios(records: &[Record]) -> Vec<String> {
                 && r.params.get("op") == tabos.params.get("op")
                 && r.params.get("clients") == tabos.params.get("clients")
         };
-        let Some(base) = records.iter().find(same) else {
-            continue;
-        };
-        let (Some(t), Some(b)) = (tabos.ops_per_s, base.ops_per_s) else {
-            continue;
-        };
-        let clients = tabos
-            .params
-            .get("clients")
-            .map_or(String::new(), |c| format!(", {c} client(s)"));
-        let unit = tabos
-            .params
-            .get("throughput")
-            .and_then(Value::as_str)
-            .unwrap_or("ops/s");
-        lines.push(format!(
-            "{}{clients}: tabos / {} throughput = {:.2} ({t:.0} vs {b:.0} {unit}; p50 {:.1} vs {:.1} µs)",
-            tabos.workload,
-            base.system,
-            t / b,
-            tabos.p50_us.unwrap_or(0.0),
-            base.p50_us.unwrap_or(0.0)
-        ));
+        for base in records.iter().filter(same) {
+            let (Some(t), Some(b)) = (tabos.ops_per_s, base.ops_per_s) else {
+                continue;
+            };
+            let clients = tabos
+                .params
+                .get("clients")
+                .map_or(String::new(), |c| format!(", {c} client(s)"));
+            let unit = tabos
+                .params
+                .get("throughput")
+                .and_then(Value::as_str)
+                .unwrap_or("ops/s");
+            lines.push(format!(
+                "{}{clients}: tabos / {} throughput = {:.2} ({t:.0} vs {b:.0} {unit}; p50 {:.1} vs {:.1} µs)",
+                tabos.workload,
+                base.system,
+                t / b,
+                tabos.p50_us.unwrap_or(0.0),
+                base.p50_us.unwrap_or(0.0)
+            ));
+        }
     }
     lines
 }
@@ -992,6 +1095,17 @@ mod tests {
         assert!(lines[0].contains("= 0.50"), "{}", lines[0]);
         assert!(lines[0].contains("blocks/s"), "{}", lines[0]);
         assert!(ratios(&[rec(SYSTEM, "mixed", 1.0)]).is_empty());
+        let lines = ratios(&[
+            rec(SYSTEM, "mixed", 300.0),
+            rec("ext4", "mixed", 600.0),
+            rec("postgres", "mixed", 3.0),
+        ]);
+        assert_eq!(lines.len(), 2, "one line per baseline: {lines:?}");
+        assert!(
+            lines[1].contains("tabos / postgres throughput = 100.00"),
+            "{}",
+            lines[1]
+        );
     }
 
     #[test]

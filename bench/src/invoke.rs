@@ -7,13 +7,22 @@
 //! - `invoke-null-pipelined` / `tabos-shm`: `depth` calls kept in flight with
 //!   `submit` + `flush` + `wait`, for calls per second (latency is submit to seen
 //!   completion);
+//! - the same two over loopback TCP (`tabos-tcp`): a client connected to the node's
+//!   `--listen` address, through its io_uring network thread, one connection;
 //! - `invoke-null` / `linux-syscall`: `getppid`, the cheapest kernel service;
-//! - `invoke-null` / `tcp-loopback`: a blocking 8-byte TCP echo round trip.
+//! - `invoke-null` / `tcp-blocking` and `tcp-busypoll`: an 8-byte raw TCP echo round
+//!   trip, sleeping in recv(2) or spinning on it;
+//! - `invoke-null` / `grpc`: a tonic unary `Null` call over HTTP/2 without TLS.
+//!
+//! The server side of every system (tabosd's partition and network thread, the echo
+//! and gRPC server threads) is on the server core, the caller on the client core.
+//! Each tabos transport gets a tabosd started for it (the TCP one with `--listen`), so
+//! the threads of one never share the server core with the other's.
 
-use crate::baseline::{syscall, tcp};
+use crate::baseline::{grpc, syscall, tcp};
 use crate::measure::{self, Latencies};
 use crate::report::{self, params, Record};
-use crate::server::Target;
+use crate::server::{Layout, Target};
 use crate::{Error, Settings};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -25,34 +34,75 @@ pub const WORKLOAD_NULL: &str = "invoke-null";
 pub const WORKLOAD_NULL_PIPELINED: &str = "invoke-null-pipelined";
 /// System name of tabos over shared memory.
 pub const SYSTEM_TABOS_SHM: &str = "tabos-shm";
+/// System name of tabos over loopback TCP.
+pub const SYSTEM_TABOS_TCP: &str = "tabos-tcp";
+
+/// How the tabos client reaches the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Net {
+    /// Shared-memory rings (a Unix socket path).
+    Shm,
+    /// TCP to the node's `--listen` address (`HOST:PORT`).
+    Tcp,
+}
+
+impl Net {
+    /// Both, in report order.
+    pub const ALL: [Net; 2] = [Net::Shm, Net::Tcp];
+
+    /// The name on the command line: `shm` or `tcp`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Net::Shm => "shm",
+            Net::Tcp => "tcp",
+        }
+    }
+
+    /// The system name in records.
+    pub fn system(self) -> &'static str {
+        match self {
+            Net::Shm => SYSTEM_TABOS_SHM,
+            Net::Tcp => SYSTEM_TABOS_TCP,
+        }
+    }
+}
 
 /// How much of each phase to run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InvokeConfig {
     /// Untimed calls before the sequential phase.
     pub warmup_calls: u64,
-    /// Timed sequential tabos calls.
+    /// How tabos is reached: each measured in turn.
+    pub nets: Vec<Net>,
+    /// Timed sequential tabos calls over shared memory.
     pub sequential_calls: u64,
+    /// Timed sequential tabos calls over TCP.
+    pub tcp_sequential_calls: u64,
     /// Pipeline depths to measure (calls in flight).
     pub depths: Vec<usize>,
     /// Timed duration of each pipelined depth (after a short untimed warm-up).
     pub per_depth: Duration,
     /// getppid calls of the syscall baseline.
     pub syscall_calls: u64,
-    /// Round trips of the TCP baseline.
+    /// Round trips of each raw TCP baseline (blocking, busy-polling).
     pub tcp_round_trips: u64,
+    /// Calls of the gRPC baseline.
+    pub grpc_calls: u64,
 }
 
 impl InvokeConfig {
-    /// The configuration for reports: about half a minute.
+    /// The configuration for reports: about a minute and a half.
     pub fn full() -> InvokeConfig {
         InvokeConfig {
             warmup_calls: 100_000,
+            nets: Net::ALL.to_vec(),
             sequential_calls: 2_000_000,
+            tcp_sequential_calls: 200_000,
             depths: vec![1, 8, 64],
             per_depth: Duration::from_secs(5),
             syscall_calls: 2_000_000,
             tcp_round_trips: 200_000,
+            grpc_calls: 100_000,
         }
     }
 
@@ -60,21 +110,25 @@ impl InvokeConfig {
     pub fn quick() -> InvokeConfig {
         InvokeConfig {
             warmup_calls: 1_000,
+            nets: Net::ALL.to_vec(),
             sequential_calls: 20_000,
+            tcp_sequential_calls: 5_000,
             depths: vec![1, 8, 64],
-            per_depth: Duration::from_millis(300),
+            per_depth: Duration::from_millis(200),
             syscall_calls: 20_000,
             tcp_round_trips: 2_000,
+            grpc_calls: 2_000,
         }
     }
 }
 
-/// Run every phase against the tabosd `settings` name (started here unless
-/// `--connect`), and stop that tabosd again whatever happens.
+/// Run every phase: tabos against the tabosd `settings` name (one started here for
+/// each transport and stopped again whatever happens, unless `--connect`, which is
+/// reached over shared memory only), then the baselines.
 pub fn run(settings: &Settings, config: &InvokeConfig) -> Result<Vec<Record>, Error> {
     assert!(
-        config.sequential_calls > 0,
-        "sequential_calls must be positive"
+        config.sequential_calls > 0 && config.tcp_sequential_calls > 0,
+        "sequential calls must be positive"
     );
     assert!(
         config.depths.iter().all(|d| *d > 0),
@@ -83,25 +137,54 @@ pub fn run(settings: &Settings, config: &InvokeConfig) -> Result<Vec<Record>, Er
     measure::pin_or_warn(settings.client_core, "the client thread");
     let timer_ns = measure::timer_overhead_ns();
     eprintln!("[invoke] reading the clock costs {timer_ns} ns (included once in each timed call)");
-    // Stopped by `finish`, or by its Drop when a phase fails.
-    let target = Target::acquire(settings)?;
     let mut records = Vec::new();
-    {
-        // Closed before the server is stopped.
-        let mut client = target.connect()?;
-        records.push(sequential(&mut client, config, timer_ns)?);
-        for &depth in &config.depths {
-            records.push(pipelined(&mut client, depth, config.per_depth)?);
+    for &net in &config.nets {
+        let layout = match net {
+            Net::Shm => Layout::from_settings(settings),
+            Net::Tcp if settings.connect.is_some() => {
+                eprintln!(
+                    "[invoke] skipping tabos over TCP: --connect names a socket only (a \
+                     started tabosd is one that listens)"
+                );
+                continue;
+            }
+            Net::Tcp => Layout::from_settings(settings).with_listen(),
+        };
+        // Stopped by `finish`, or by its Drop when a phase fails.
+        let target = Target::acquire_with(settings, &layout)?;
+        {
+            // Closed before the server is stopped.
+            let (mut client, calls) = match net {
+                Net::Shm => (target.connect()?, config.sequential_calls),
+                Net::Tcp => (target.connect_net()?, config.tcp_sequential_calls),
+            };
+            records.push(sequential(&mut client, net, calls, config, timer_ns)?);
+            for &depth in &config.depths {
+                records.push(pipelined(&mut client, net, depth, config.per_depth)?);
+            }
         }
+        target.finish()?;
     }
     records.push(syscall::run(WORKLOAD_NULL, config.syscall_calls, timer_ns));
-    records.push(tcp::run(
+    for mode in tcp::Mode::ALL {
+        records.push(tcp::invoke(
+            WORKLOAD_NULL,
+            mode,
+            config.tcp_round_trips,
+            settings.server_core,
+            timer_ns,
+        )?);
+    }
+    records.push(grpc::invoke(
         WORKLOAD_NULL,
-        config.tcp_round_trips,
+        config.grpc_calls,
         settings.server_core,
         timer_ns,
     )?);
-    target.finish()?;
+    // Hook: the PostgreSQL prepared call (baseline/postgres.rs, another change) joins
+    // here as `records.extend(postgres::invoke_records(settings.quick)?)`; `ratios`
+    // compares tabos with every `invoke-null` record of another system, so its lines
+    // follow without further changes.
     Ok(records)
 }
 
@@ -119,10 +202,16 @@ fn null_call(client: &mut Client, reply: &mut Vec<u8>) -> Result<(), Error> {
 }
 
 /// Sequential round trips, each timed.
-fn sequential(client: &mut Client, config: &InvokeConfig, timer_ns: u64) -> Result<Record, Error> {
-    let calls = config.sequential_calls;
+fn sequential(
+    client: &mut Client,
+    net: Net,
+    calls: u64,
+    config: &InvokeConfig,
+    timer_ns: u64,
+) -> Result<Record, Error> {
     eprintln!(
-        "[{WORKLOAD_NULL}] tabos shm null, sequential: {} warm-up + {calls} timed calls",
+        "[{WORKLOAD_NULL}] tabos {} null, sequential: {} warm-up + {calls} timed calls",
+        net.name(),
         config.warmup_calls
     );
     let mut reply = Vec::new();
@@ -140,10 +229,11 @@ fn sequential(client: &mut Client, config: &InvokeConfig, timer_ns: u64) -> Resu
     assert_eq!(lat.count(), calls, "every call was recorded");
     let record = Record::from_latencies(
         WORKLOAD_NULL,
-        SYSTEM_TABOS_SHM,
+        net.system(),
         params([
             ("proc", "null".into()),
             ("calls", calls.into()),
+            ("net", net.name().into()),
             ("timing", "per-call".into()),
             ("timer_overhead_ns", timer_ns.into()),
         ]),
@@ -155,9 +245,15 @@ fn sequential(client: &mut Client, config: &InvokeConfig, timer_ns: u64) -> Resu
 }
 
 /// `depth` calls kept in flight for `per_depth` (after an untimed warm-up).
-fn pipelined(client: &mut Client, depth: usize, per_depth: Duration) -> Result<Record, Error> {
+fn pipelined(
+    client: &mut Client,
+    net: Net,
+    depth: usize,
+    per_depth: Duration,
+) -> Result<Record, Error> {
     eprintln!(
-        "[{WORKLOAD_NULL_PIPELINED}] tabos shm null, depth {depth}: {:.1} s",
+        "[{WORKLOAD_NULL_PIPELINED}] tabos {} null, depth {depth}: {:.1} s",
+        net.name(),
         per_depth.as_secs_f64()
     );
     keep_in_flight(client, depth, per_depth.mul_f64(0.2), None)?;
@@ -167,9 +263,10 @@ fn pipelined(client: &mut Client, depth: usize, per_depth: Duration) -> Result<R
     let elapsed = started.elapsed();
     let record = Record::from_latencies(
         WORKLOAD_NULL_PIPELINED,
-        SYSTEM_TABOS_SHM,
+        net.system(),
         params([
             ("proc", "null".into()),
+            ("net", net.name().into()),
             ("depth", depth.into()),
             ("seconds", per_depth.as_secs_f64().into()),
             ("calls", calls.into()),
@@ -257,22 +354,56 @@ fn find<'a>(records: &'a [Record], workload: &str, system: &str) -> Option<&'a R
         .find(|r| r.workload == workload && r.system == system)
 }
 
-/// Lines comparing the tabos null call with the baselines of the same run (medians).
+fn is_tabos(system: &str) -> bool {
+    system == SYSTEM_TABOS_SHM || system == SYSTEM_TABOS_TCP
+}
+
+/// Lines comparing each tabos null call with every baseline of the same run (medians;
+/// any `invoke-null` record of a system that is not tabos is a baseline), and the
+/// pipelined calls per second of each tabos transport.
 pub fn ratios(records: &[Record]) -> Vec<String> {
-    let p50 = |system| find(records, WORKLOAD_NULL, system).and_then(|r| r.p50_us);
     let mut lines = Vec::new();
-    if let Some(shm) = p50(SYSTEM_TABOS_SHM) {
-        if let Some(sys) = p50(syscall::SYSTEM) {
+    for net in Net::ALL {
+        let system = net.system();
+        let Some(tabos) = find(records, WORKLOAD_NULL, system).and_then(|r| r.p50_us) else {
+            continue;
+        };
+        for baseline in records
+            .iter()
+            .filter(|r| r.workload == WORKLOAD_NULL && !is_tabos(&r.system))
+        {
+            let Some(other) = baseline.p50_us else {
+                continue;
+            };
+            let ratio = tabos / other;
+            let verdict = if ratio <= 1.0 {
+                format!("{} is {:.1}x slower", baseline.system, other / tabos)
+            } else {
+                format!("tabos is {ratio:.1}x slower")
+            };
             lines.push(format!(
-                "tabos shm null call p50 / getppid syscall p50 = {:.2} ({shm:.3} µs vs {sys:.3} µs)",
-                shm / sys
+                "{system} null p50 / {} p50 = {ratio:.3} ({tabos:.3} µs vs {other:.3} µs: {verdict})",
+                baseline.system
             ));
         }
-        if let Some(tcp) = p50(tcp::SYSTEM) {
+    }
+    if let (Some(tcp), Some(shm)) = (
+        find(records, WORKLOAD_NULL, SYSTEM_TABOS_TCP).and_then(|r| r.p50_us),
+        find(records, WORKLOAD_NULL, SYSTEM_TABOS_SHM).and_then(|r| r.p50_us),
+    ) {
+        lines.push(format!(
+            "{SYSTEM_TABOS_TCP} null p50 / {SYSTEM_TABOS_SHM} null p50 = {:.1} (what the network adds)",
+            tcp / shm
+        ));
+    }
+    for r in records
+        .iter()
+        .filter(|r| r.workload == WORKLOAD_NULL_PIPELINED)
+    {
+        if let (Some(ops), Some(depth)) = (r.ops_per_s, r.params.get("depth")) {
             lines.push(format!(
-                "tabos shm null call p50 / loopback TCP round trip p50 = {:.3} (TCP is {:.1}x slower: {tcp:.3} µs vs {shm:.3} µs)",
-                shm / tcp,
-                tcp / shm
+                "{} pipelined null calls at depth {depth}: {ops:.0} calls/s over one connection",
+                r.system
             ));
         }
     }
@@ -300,18 +431,50 @@ mod tests {
         let lines = ratios(&[
             rec(SYSTEM_TABOS_SHM, 1.0),
             rec(syscall::SYSTEM, 0.5),
-            rec(tcp::SYSTEM, 20.0),
+            rec(tcp::SYSTEM_BLOCKING, 20.0),
         ]);
         assert_eq!(lines.len(), 2);
-        assert!(lines[0].contains("= 2.00"), "{}", lines[0]);
-        assert!(lines[1].contains("20.0x"), "{}", lines[1]);
+        assert!(lines[0].contains("= 2.000"), "{}", lines[0]);
+        assert!(lines[0].contains("tabos is 2.0x slower"), "{}", lines[0]);
+        assert!(
+            lines[1].contains("tcp-blocking is 20.0x slower"),
+            "{}",
+            lines[1]
+        );
         assert!(ratios(&[rec(syscall::SYSTEM, 0.5)]).is_empty());
+    }
+
+    #[test]
+    fn tcp_is_compared_with_grpc_and_any_new_baseline() {
+        let mut pipelined = rec(SYSTEM_TABOS_TCP, 3.0);
+        pipelined.workload = WORKLOAD_NULL_PIPELINED.into();
+        pipelined.params = params([("depth", 64.into())]);
+        pipelined.ops_per_s = Some(1.5e6);
+        let lines = ratios(&[
+            rec(SYSTEM_TABOS_SHM, 1.0),
+            rec(SYSTEM_TABOS_TCP, 10.0),
+            rec(grpc::SYSTEM, 80.0),
+            rec("postgres", 40.0),
+            pipelined,
+        ]);
+        let text = lines.join("\n");
+        assert!(
+            text.contains("tabos-tcp null p50 / grpc p50 = 0.125"),
+            "{text}"
+        );
+        assert!(text.contains("grpc is 8.0x slower"), "{text}");
+        assert!(text.contains("tabos-tcp null p50 / postgres p50"), "{text}");
+        assert!(text.contains("what the network adds"), "{text}");
+        assert!(text.contains("depth 64: 1500000 calls/s"), "{text}");
     }
 
     #[test]
     fn quick_is_smaller_than_full() {
         let (q, f) = (InvokeConfig::quick(), InvokeConfig::full());
         assert!(q.sequential_calls < f.sequential_calls);
+        assert!(q.tcp_sequential_calls < f.tcp_sequential_calls);
+        assert!(q.grpc_calls < f.grpc_calls);
+        assert_eq!(q.nets, f.nets);
         assert!(q.per_depth < f.per_depth);
         assert_eq!(q.depths, f.depths);
     }

@@ -32,6 +32,8 @@ pub mod invoke;
 pub mod ipc;
 pub mod machine;
 pub mod measure;
+pub mod pfs;
+pub mod plot;
 pub mod report;
 pub mod sched;
 pub mod server;

@@ -11,6 +11,8 @@ use tabos_bench::fs::{self, FsConfig};
 use tabos_bench::invoke::{self, InvokeConfig};
 use tabos_bench::ipc::{self, IpcConfig};
 use tabos_bench::machine::Machine;
+use tabos_bench::pfs::{self, PfsConfig};
+use tabos_bench::plot;
 use tabos_bench::report::{self, Record};
 use tabos_bench::sched::{self, SchedConfig};
 use tabos_bench::server::TABOSD_ENV;
@@ -45,6 +47,11 @@ struct GlobalArgs {
     #[arg(long, global = true, value_name = "FILE")]
     json: Option<PathBuf>,
 
+    /// Also draw SVG charts in the shape of the paper's figures (5, 6-8, 10, 11-12)
+    /// into DIR, from this run's records. Default: no charts.
+    #[arg(long, global = true, value_name = "DIR")]
+    plots: Option<PathBuf>,
+
     /// Use the tabosd already serving the Unix socket at PATH instead of starting one
     /// (its partition 0 is called). Default: start a private tabosd.
     #[arg(long, global = true, value_name = "PATH")]
@@ -74,28 +81,45 @@ struct GlobalArgs {
 #[derive(Subcommand, Debug)]
 enum Workload {
     /// Null procedure calls: sequential round trips and pipelined calls over the
-    /// shared-memory rings, against a getppid syscall and a loopback TCP echo round
-    /// trip. Full run: about 40 s; --quick: a few seconds.
+    /// shared-memory rings and over loopback TCP, against a getppid syscall, raw TCP
+    /// echo round trips (blocking and busy-polling) and a gRPC unary call. Full run:
+    /// about 90 s; --quick: a few seconds.
     Invoke(InvokeArgs),
 
     /// The scheduler (paper figure 5): closed-loop pipelined tasks/s of each policy,
     /// then Poisson arrivals at rising offered loads, each task timed from its
     /// scheduled arrival to its placement (no coordinated omission), and the peak
     /// load with p99 under 1 ms. Each task is completed right after its placement.
-    /// Full run: about 2 minutes; --quick: a few seconds.
+    /// Then PostgreSQL's FIFO (PL/pgSQL through prepared statements), closed-loop
+    /// and at its own offered loads. Full run: about 3 minutes; --quick: a few
+    /// seconds.
     Sched(SchedArgs),
 
     /// IPC (paper figures 6-8): ping-pong and ping20-pong20 between sender/receiver
     /// threads with their own clients (receivers park at the partition), and one
-    /// sender multicasting to many receivers. Full run: about a minute; --quick: a
-    /// few seconds.
+    /// sender multicasting to many receivers; tabos over shared memory and over TCP,
+    /// against gRPC and raw TCP (blocking and busy-polling) in every cell. Full run:
+    /// about three minutes; --quick: a few seconds.
     Ipc(IpcArgs),
 
     /// The filesystem (paper figures 10a/10b, tables 1 and 2): 20-block reads and
     /// writes of one file and of 20 files, file create and delete, and a conditional
     /// size aggregate over a directory; each against the Linux filesystem of the
-    /// benchmark directory. Full run: about a minute; --quick: a few seconds.
+    /// benchmark directory. File create and delete also against PostgreSQL (PL/pgSQL
+    /// through prepared statements). Full run: about 2 minutes; --quick: a few
+    /// seconds.
     Fs(FsArgs),
+
+    /// Parallel files on a local cluster (paper figures 11-12, scaled to one
+    /// machine): read and write throughput for 1 to N clients on the largest
+    /// cluster, and one client on clusters of 1 to 3 nodes (127.0.0.1-3). Full run:
+    /// about a minute; --quick: a few seconds.
+    Pfs,
+
+    /// Every workload in turn (invoke, sched, ipc, fs, pfs) with default settings,
+    /// one summary and one JSON file: the whole report (docs/BENCHMARKS.md). Full
+    /// run: about 15 minutes; --quick: under a minute (what CI runs).
+    All,
 }
 
 #[derive(Args, Debug)]
@@ -138,6 +162,25 @@ struct SchedArgs {
     /// (--quick: 0.3).
     #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
     seconds_per_load: Option<f64>,
+
+    /// Leave out the PostgreSQL baseline (FIFO as PL/pgSQL; a private server on
+    /// 127.0.0.1, installed with scripts/install-postgres.sh when missing). Default:
+    /// measured.
+    #[arg(long)]
+    no_postgres: bool,
+
+    /// PostgreSQL connections of the closed-loop runs, comma-separated (one client
+    /// thread and one task in flight each); the largest also serves the open-loop
+    /// arrivals. Default: 1,4 (--quick: 1,2).
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = clap::value_parser!(u64).range(1..=64))]
+    pg_connections: Option<Vec<u64>>,
+
+    /// Offered loads of PostgreSQL's open-loop phase in tasks/s, comma-separated;
+    /// the sweep stops after the first load PostgreSQL falls behind on. Default:
+    /// 1000,2000,3000,4000,5000,6000,7500,10000,15000,20000,30000,50000 (--quick:
+    /// 1000,5000).
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = parse_rate)]
+    pg_loads: Option<Vec<f64>>,
 }
 
 #[derive(Args, Debug)]
@@ -166,9 +209,24 @@ struct IpcArgs {
 
     /// Cores of the sender/receiver threads, comma-separated: thread i on the i-th,
     /// wrapping (a pair's sender is thread 2k, its receiver 2k+1; the multicast sender
-    /// is thread 0). Default: all on --client-core.
+    /// is thread 0), the baselines' receivers (servers) included. Default: tabos's
+    /// threads all on --client-core; the baselines' senders there too and their
+    /// receivers on --server-core.
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     thread_cores: Option<Vec<usize>>,
+
+    /// Systems measured in every cell, comma-separated: tabos-shm, tabos-tcp, grpc,
+    /// tcp-blocking, tcp-busypoll. Default: all.
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = parse_ipc_system)]
+    systems: Option<Vec<ipc::System>>,
+}
+
+fn parse_ipc_system(text: &str) -> Result<ipc::System, String> {
+    ipc::System::parse(text).ok_or_else(|| {
+        format!(
+            "`{text}` is not a system: tabos-shm, tabos-tcp, grpc, tcp-blocking or tcp-busypoll"
+        )
+    })
 }
 
 #[derive(Args, Debug)]
@@ -203,9 +261,15 @@ struct FsArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     du_files: Option<u64>,
 
-    /// Measure tabos only, without the Linux filesystem baseline. Default: off.
+    /// Leave out the Linux filesystem baseline. Default: measured.
     #[arg(long)]
     no_baseline: bool,
+
+    /// Leave out the PostgreSQL baseline of file create and delete (a private server
+    /// on 127.0.0.1, installed with scripts/install-postgres.sh when missing).
+    /// Default: measured.
+    #[arg(long)]
+    no_postgres: bool,
 
     /// Directory in which the baseline's fresh directory is made (and removed).
     /// Default: the directory of this executable (under the cargo target directory,
@@ -237,7 +301,8 @@ fn to_usizes(list: &[u64]) -> Vec<usize> {
 
 #[derive(Args, Debug)]
 struct InvokeArgs {
-    /// Timed sequential null calls. Default: 2000000 (--quick: 20000).
+    /// Timed sequential null calls of each tabos transport. Default: 2000000 over
+    /// shared memory, 200000 over TCP (--quick: 20000 and 5000).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     calls: Option<u64>,
 
@@ -246,9 +311,22 @@ struct InvokeArgs {
     depths: Option<Vec<u64>>,
 
     /// Seconds each pipeline depth is timed (after an untimed warm-up of a fifth of
-    /// that). Default: 5 (--quick: 0.3).
+    /// that). Default: 5 (--quick: 0.2).
     #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
     seconds_per_depth: Option<f64>,
+
+    /// How tabos is reached, comma-separated: shm (shared-memory rings), tcp (the
+    /// started tabosd's --listen address on 127.0.0.1, through its io_uring network
+    /// thread). Default: shm,tcp.
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = parse_net)]
+    net: Option<Vec<invoke::Net>>,
+}
+
+fn parse_net(text: &str) -> Result<invoke::Net, String> {
+    invoke::Net::ALL
+        .into_iter()
+        .find(|n| n.name() == text)
+        .ok_or_else(|| format!("`{text}` is not a transport: shm or tcp"))
 }
 
 fn parse_seconds(text: &str) -> Result<f64, String> {
@@ -290,12 +368,16 @@ impl InvokeArgs {
         };
         if let Some(calls) = self.calls {
             config.sequential_calls = calls;
+            config.tcp_sequential_calls = calls;
         }
         if let Some(depths) = &self.depths {
             config.depths = depths.iter().map(|d| *d as usize).collect();
         }
         if let Some(seconds) = self.seconds_per_depth {
             config.per_depth = Duration::from_secs_f64(seconds);
+        }
+        if let Some(nets) = &self.net {
+            config.nets = nets.clone();
         }
         config
     }
@@ -333,6 +415,19 @@ impl SchedArgs {
         if let Some(s) = self.seconds_per_load {
             config.open_time = Duration::from_secs_f64(s);
         }
+        if self.no_postgres {
+            config.postgres = None;
+        }
+        if let Some(pg) = &mut config.postgres {
+            if let Some(connections) = &self.pg_connections {
+                pg.connections = to_usizes(connections);
+                pg.connections.sort_unstable();
+            }
+            if let Some(loads) = &self.pg_loads {
+                pg.loads = loads.clone();
+                pg.loads.sort_by(f64::total_cmp);
+            }
+        }
         config
     }
 }
@@ -358,6 +453,9 @@ impl IpcArgs {
         }
         if let Some(cores) = &self.thread_cores {
             config.thread_cores = Some(cores.clone());
+        }
+        if let Some(systems) = &self.systems {
+            config.systems = systems.clone();
         }
         config
     }
@@ -392,6 +490,7 @@ impl FsArgs {
             config.du_files = n as usize;
         }
         config.baseline = !self.no_baseline;
+        config.postgres = !self.no_postgres;
         if let Some(dir) = &self.baseline_dir {
             config.baseline_dir = Some(dir.clone());
         }
@@ -413,14 +512,36 @@ fn run(cli: &Cli, settings: &Settings) -> Result<(Vec<Record>, Vec<String>), Err
         }
         Workload::Ipc(args) => {
             let records = ipc::run(settings, &args.config(settings.quick))?;
-            Ok((records, Vec::new()))
+            let ratios = ipc::ratios(&records);
+            Ok((records, ratios))
         }
         Workload::Fs(args) => {
             let records = fs::run(settings, &args.config(settings.quick))?;
             let ratios = fs::ratios(&records);
             Ok((records, ratios))
         }
+        Workload::Pfs => Ok((
+            pfs::run(settings, &PfsConfig::new(settings.quick))?,
+            Vec::new(),
+        )),
+        Workload::All => run_all(settings),
     }
+}
+
+/// Every workload with its default settings, one after the other.
+fn run_all(settings: &Settings) -> Result<(Vec<Record>, Vec<String>), Error> {
+    let mut records = Vec::new();
+    let mut lines = Vec::new();
+    for name in ["invoke", "sched", "ipc", "fs"] {
+        eprintln!("[all] {name}");
+        let cli = Cli::parse_from(["tabos-bench", name]);
+        let (r, l) = run(&cli, settings)?;
+        records.extend(r);
+        lines.extend(l);
+    }
+    eprintln!("[all] pfs");
+    records.extend(pfs::run(settings, &PfsConfig::new(settings.quick))?);
+    Ok((records, lines))
 }
 
 fn main() -> ExitCode {
@@ -459,6 +580,19 @@ fn main() -> ExitCode {
         println!();
         for line in &ratios {
             println!("- {line}");
+        }
+    }
+    if let Some(dir) = &cli.global.plots {
+        match plot::write_all(dir, &records) {
+            Ok(files) => eprintln!(
+                "tabos-bench: drew {} charts in {}",
+                files.len(),
+                dir.display()
+            ),
+            Err(e) => {
+                eprintln!("tabos-bench: {e}");
+                return ExitCode::FAILURE;
+            }
         }
     }
     if let Some(path) = &cli.global.json {
@@ -517,6 +651,28 @@ mod tests {
         );
         assert_eq!(config.loads, vec![1000.0, 2000.0]);
         assert_eq!(args.config(false).workers, SchedConfig::full().workers);
+        assert!(args.config(false).postgres.is_some());
+        let cli = Cli::parse_from([
+            "tabos-bench",
+            "sched",
+            "--pg-connections",
+            "8,2",
+            "--pg-loads",
+            "3000,1000",
+        ]);
+        let Workload::Sched(args) = &cli.workload else {
+            panic!("parsed as sched");
+        };
+        let pg = args.config(false).postgres.expect("measured by default");
+        assert_eq!(
+            (pg.connections, pg.loads),
+            (vec![2, 8], vec![1000.0, 3000.0])
+        );
+        let cli = Cli::parse_from(["tabos-bench", "sched", "--no-postgres", "--pg-loads", "5"]);
+        let Workload::Sched(args) = &cli.workload else {
+            panic!("parsed as sched");
+        };
+        assert_eq!(args.config(true).postgres, None);
         assert!(Cli::try_parse_from(["tabos-bench", "sched", "--policies", "lifo"]).is_err());
 
         let cli = Cli::parse_from(["tabos-bench", "ipc", "--sizes", "64", "--receivers", "3"]);
@@ -526,6 +682,21 @@ mod tests {
         let config = args.config(false);
         assert_eq!(config.pingpong, vec![(64, 1), (64, 2), (64, 4)]);
         assert_eq!(config.multicast, vec![3]);
+        assert_eq!(config.systems, ipc::System::ALL.to_vec());
+        let cli = Cli::parse_from(["tabos-bench", "ipc", "--systems", "tabos-tcp,grpc"]);
+        let Workload::Ipc(args) = &cli.workload else {
+            panic!("parsed as ipc");
+        };
+        assert_eq!(
+            args.config(false).systems,
+            vec![ipc::System::TabosTcp, ipc::System::Grpc]
+        );
+        assert!(Cli::try_parse_from(["tabos-bench", "ipc", "--systems", "zeromq"]).is_err());
+        let cli = Cli::parse_from(["tabos-bench", "invoke", "--net", "tcp"]);
+        let Workload::Invoke(args) = &cli.workload else {
+            panic!("parsed as invoke");
+        };
+        assert_eq!(args.config(false).nets, vec![invoke::Net::Tcp]);
 
         let cli = Cli::parse_from(["tabos-bench", "fs", "--quick", "--no-baseline"]);
         let Workload::Fs(args) = &cli.workload else {
@@ -533,6 +704,12 @@ mod tests {
         };
         let config = args.config(true);
         assert!(!config.baseline);
+        assert!(config.postgres);
+        let cli = Cli::parse_from(["tabos-bench", "fs", "--no-postgres"]);
+        let Workload::Fs(args) = &cli.workload else {
+            panic!("parsed as fs");
+        };
+        assert!(!args.config(false).postgres && args.config(false).baseline);
         assert_eq!(config.users, FsConfig::quick().users);
     }
 

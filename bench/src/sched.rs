@@ -27,15 +27,33 @@
 //!
 //! After each phase every worker must have all its capacity back: a lost completion
 //! or a leaked task fails the run.
+//!
+//! PostgreSQL (the paper's VoltDB; [`crate::baseline::postgres`]), after tabosd has
+//! stopped, with the same workers and capacity: figure 2's FIFO as the PL/pgSQL
+//! function `schedule_fifo`, each task then finished with `complete_task`, both
+//! prepared statements. The client is synchronous, so K connections (one client
+//! thread each, all on the client core) keep K tasks in flight:
+//! - `sched-fifo-closed` / `postgres` and `postgres-sync`: each connection schedules
+//!   and completes tasks back to back, for each connection count, with
+//!   `synchronous_commit` off and on;
+//! - `sched-fifo-open` / `postgres`: Poisson arrivals at each PostgreSQL offered load
+//!   (far below tabos's), one queue served by K connections: a free connection takes
+//!   the next arrival at its scheduled time, and each task is timed from that time to
+//!   its placement reply. The sweep stops after the first load whose last placement
+//!   came more than a tenth of the window late (PostgreSQL fell behind);
+//! - `sched-fifo-peak` / `postgres`: as for tabos.
 
+use crate::baseline::postgres::{self as pg, Commit, PgSched, PgServer};
 use crate::measure::{self, Latencies};
 use crate::report::{self, params, Record};
 use crate::server::{Layout, Target};
 use crate::{Error, Settings};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use tabos_client::{Client, Completed, Completion, Placement, Policy, Status};
 use tabos_procs::sched::api::{complete_args, schedule_args};
@@ -53,6 +71,12 @@ const BURST_MAX: usize = 256;
 /// A turn of the open loop longer than this counts as a client stall (the thread was
 /// descheduled, or a full ring blocked it).
 const STALL_NS: u64 = 50_000;
+/// A PostgreSQL client thread waiting for an arrival sleeps until this long before
+/// it, then spins (a sleep overshoots by about the 50 µs timer slack).
+const PG_SPIN_NS: u64 = 60_000;
+/// PostgreSQL fell behind an offered load when its last placement came this fraction
+/// of the arrival window after the window's end.
+const PG_BEHIND_FRACTION: f64 = 0.1;
 
 /// How much of each phase to run.
 #[derive(Debug, Clone, PartialEq)]
@@ -77,6 +101,45 @@ pub struct SchedConfig {
     pub open_time: Duration,
     /// The p99 a load must stay under to count as sustained, microseconds.
     pub p99_bound_us: f64,
+    /// The PostgreSQL baseline (FIFO); `None`: not measured.
+    pub postgres: Option<PgSchedConfig>,
+}
+
+/// What the PostgreSQL baseline of the scheduler runs (closed- and open-loop times
+/// are those of tabos).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PgSchedConfig {
+    /// Connection counts of the closed-loop runs (one client thread and one task in
+    /// flight each), ascending; the largest also serves the open-loop arrivals.
+    pub connections: Vec<usize>,
+    /// Offered loads of the open-loop phase, tasks per second, ascending.
+    pub loads: Vec<f64>,
+}
+
+impl PgSchedConfig {
+    /// The configuration for reports.
+    pub fn full() -> PgSchedConfig {
+        PgSchedConfig {
+            connections: vec![1, 4],
+            loads: vec![
+                1_000.0, 2_000.0, 3_000.0, 4_000.0, 5_000.0, 6_000.0, 7_500.0, 10_000.0, 15_000.0,
+                20_000.0, 30_000.0, 50_000.0,
+            ],
+        }
+    }
+
+    /// The smoke-test configuration.
+    pub fn quick() -> PgSchedConfig {
+        PgSchedConfig {
+            connections: vec![1, 2],
+            loads: vec![1_000.0, 5_000.0],
+        }
+    }
+
+    /// Connections serving the open-loop arrivals.
+    pub fn open_connections(&self) -> usize {
+        self.connections.iter().copied().max().unwrap_or(1)
+    }
 }
 
 impl SchedConfig {
@@ -102,6 +165,7 @@ impl SchedConfig {
             ],
             open_time: Duration::from_secs(3),
             p99_bound_us: 1000.0,
+            postgres: Some(PgSchedConfig::full()),
         }
     }
 
@@ -112,13 +176,15 @@ impl SchedConfig {
             open_policies: vec![Policy::Fifo],
             loads: vec![50_000.0, 200_000.0],
             open_time: Duration::from_millis(300),
+            postgres: Some(PgSchedConfig::quick()),
             ..SchedConfig::full()
         }
     }
 }
 
 /// Run every phase against the tabosd `settings` name (started here with
-/// `config.partitions` unless `--connect`), and stop that tabosd again.
+/// `config.partitions` unless `--connect`), and stop that tabosd again; then the
+/// PostgreSQL baseline, if configured.
 pub fn run(settings: &Settings, config: &SchedConfig) -> Result<Vec<Record>, Error> {
     assert!(config.workers > 0, "workers must be positive");
     assert!(config.capacity > 0, "capacity must be positive");
@@ -149,6 +215,10 @@ pub fn run(settings: &Settings, config: &SchedConfig) -> Result<Vec<Record>, Err
         workers.remove(&mut client)?;
     }
     target.finish()?;
+    if let Some(pg_config) = &config.postgres {
+        // After tabosd stopped: the server core is PostgreSQL's alone.
+        records.extend(postgres_fifo(settings, config, pg_config)?);
+    }
     Ok(records)
 }
 
@@ -672,6 +742,347 @@ fn open(
     Ok(record)
 }
 
+/// The PostgreSQL rows: FIFO closed-loop for each connection count with
+/// `synchronous_commit` off and on, then the open-loop sweep (off) and its peak.
+fn postgres_fifo(
+    settings: &Settings,
+    config: &SchedConfig,
+    pg_config: &PgSchedConfig,
+) -> Result<Vec<Record>, Error> {
+    assert!(
+        pg_config.connections.iter().all(|c| *c > 0),
+        "connections must be positive"
+    );
+    let server = PgServer::start(settings.server_core)?;
+    let mut admin = PgSched::new(server.connect(Commit::Async)?)?;
+    eprintln!(
+        "[sched] PostgreSQL: registering {} workers of capacity {} on {} partition key(s)",
+        config.workers, config.capacity, config.partitions
+    );
+    admin.add_workers(config.workers, config.capacity, config.partitions)?;
+    let run = PgRun {
+        server: &server,
+        config,
+        core: settings.client_core,
+        next_task_id: AtomicI64::new(1),
+    };
+    let mut records = Vec::new();
+    for commit in [Commit::Async, Commit::Sync] {
+        for &connections in &pg_config.connections {
+            records.push(run.closed(&mut admin, commit, connections)?);
+        }
+    }
+    let mut sweep = Vec::new();
+    for &load in &pg_config.loads {
+        let (record, behind) = run.open(&mut admin, pg_config.open_connections(), load)?;
+        sweep.push(record);
+        if behind {
+            eprintln!(
+                "[{}] PostgreSQL fell behind at {load:.0} tasks/s: higher loads skipped",
+                workload(Policy::Fifo, "open")
+            );
+            break;
+        }
+    }
+    let peak = peak(&sweep, Policy::Fifo, config.p99_bound_us);
+    records.extend(sweep);
+    records.extend(peak);
+    drop(admin);
+    server.finish()?;
+    Ok(records)
+}
+
+/// One PostgreSQL scheduler run's server, configuration and task ids.
+struct PgRun<'a> {
+    server: &'a PgServer,
+    config: &'a SchedConfig,
+    /// Core of every client thread.
+    core: usize,
+    /// Task ids are unique over the whole run (finished tasks leave the table).
+    next_task_id: AtomicI64,
+}
+
+/// What one PostgreSQL client thread measured.
+#[derive(Debug, Default)]
+struct PgMeasured {
+    /// Placement latencies.
+    lat: Latencies,
+    /// How late the thread started each task after its scheduled arrival.
+    send_lag: Latencies,
+    tasks: u64,
+    /// Since the run's start: the last placement reply.
+    last_placement_ns: u64,
+    elapsed: Duration,
+}
+
+impl PgMeasured {
+    fn merge(parts: &[PgMeasured]) -> PgMeasured {
+        let mut all = PgMeasured::default();
+        for p in parts {
+            all.lat.merge(&p.lat);
+            all.send_lag.merge(&p.send_lag);
+            all.tasks += p.tasks;
+            all.last_placement_ns = all.last_placement_ns.max(p.last_placement_ns);
+            all.elapsed = all.elapsed.max(p.elapsed);
+        }
+        all
+    }
+}
+
+impl PgRun<'_> {
+    fn connect(&self, count: usize, commit: Commit) -> Result<Vec<PgSched>, Error> {
+        self.server
+            .connect_all(count, commit)?
+            .into_iter()
+            .map(PgSched::new)
+            .collect()
+    }
+
+    /// One task on `sched`: schedule it on a random partition key (the paper's `P`),
+    /// then complete it. Returns the time from the call to its placement reply.
+    fn task(&self, sched: &mut PgSched, rng: &mut StdRng) -> Result<Duration, Error> {
+        let task_id = self.next_task_id.fetch_add(1, Ordering::Relaxed);
+        let p = rng.gen_range(0..self.config.partitions) as i32;
+        let now_ns = Client::sched_clock_ns() as i64;
+        let start = Instant::now();
+        let placed = sched.schedule_fifo(p, task_id, now_ns)?;
+        let latency = start.elapsed();
+        let Some(worker_id) = placed else {
+            return Err(Error::call(
+                "PostgreSQL schedule_fifo",
+                format!(
+                    "no worker with capacity on partition key {p}: raise --capacity or --workers"
+                ),
+            ));
+        };
+        let freed = sched.complete_task(task_id)?;
+        if freed != worker_id {
+            return Err(Error::call(
+                "PostgreSQL complete_task",
+                format!("task {task_id} ran on worker {worker_id}, completion freed {freed}"),
+            ));
+        }
+        Ok(latency)
+    }
+
+    /// The params of every PostgreSQL scheduler record.
+    fn params(&self, commit: Commit, connections: usize) -> Map<String, Value> {
+        let mut p = params([
+            ("policy", Policy::Fifo.name().into()),
+            ("partition_keys", self.config.partitions.into()),
+            ("workers", self.config.workers.into()),
+            ("capacity_per_worker", self.config.capacity.into()),
+            ("connections", connections.into()),
+            ("depth", connections.into()),
+            (
+                "completion",
+                "complete_task right after each placement, on the same connection".into(),
+            ),
+        ]);
+        p.extend(self.server.params(commit));
+        p
+    }
+
+    /// Closed loop: `connections` threads each scheduling and completing tasks back
+    /// to back.
+    fn closed(
+        &self,
+        admin: &mut PgSched,
+        commit: Commit,
+        connections: usize,
+    ) -> Result<Record, Error> {
+        let name = workload(Policy::Fifo, "closed");
+        let time = self.config.closed_time;
+        eprintln!(
+            "[{name}] PostgreSQL (synchronous_commit={}), {connections} connection(s): {:.1} s",
+            commit.setting(),
+            time.as_secs_f64()
+        );
+        let mut conns = self.connect(connections, commit)?;
+        let measured = measure::gang(
+            &mut conns,
+            |_| self.core,
+            |i, sched, barrier| {
+                let mut rng = StdRng::seed_from_u64(SEED ^ i as u64);
+                barrier.wait();
+                let warm_up_until = Instant::now() + time.mul_f64(0.2);
+                while Instant::now() < warm_up_until {
+                    self.task(sched, &mut rng)?;
+                }
+                let mut m = PgMeasured::default();
+                let started = Instant::now();
+                while started.elapsed() < time {
+                    m.lat.record(self.task(sched, &mut rng)?);
+                    m.tasks += 1;
+                }
+                m.elapsed = started.elapsed();
+                Ok(m)
+            },
+        )?;
+        drop(conns);
+        admin.check_idle(self.config.workers, &name)?;
+        let m = PgMeasured::merge(&measured);
+        let mut params = self.params(commit, connections);
+        params.extend(report::params([
+            ("seconds", time.as_secs_f64().into()),
+            ("tasks", m.tasks.into()),
+            ("ops", "tasks scheduled and completed".into()),
+            ("latency", "schedule_fifo call to placement reply".into()),
+        ]));
+        let record = Record::from_latencies(
+            &name,
+            commit.system(),
+            params,
+            &m.lat,
+            Some(m.tasks as f64 / m.elapsed.as_secs_f64()),
+        );
+        report::progress(&record);
+        Ok(record)
+    }
+
+    /// Open loop at `load` tasks/s served by `connections` threads (an untimed tenth
+    /// first). Returns the record and whether PostgreSQL fell behind.
+    fn open(
+        &self,
+        admin: &mut PgSched,
+        connections: usize,
+        load: f64,
+    ) -> Result<(Record, bool), Error> {
+        let name = workload(Policy::Fifo, "open");
+        let time = self.config.open_time;
+        eprintln!(
+            "[{name}] PostgreSQL, Poisson arrivals at {load:.0} tasks/s, {connections} \
+             connection(s): {:.1} s",
+            time.as_secs_f64()
+        );
+        let mut conns = self.connect(connections, Commit::Async)?;
+        self.run_open(&mut conns, load, time.mul_f64(0.1))?;
+        let m = self.run_open(&mut conns, load, time)?;
+        drop(conns);
+        admin.check_idle(self.config.workers, &name)?;
+        let span = Duration::from_nanos(m.last_placement_ns).max(time);
+        let behind = span > time.mul_f64(1.0 + PG_BEHIND_FRACTION);
+        let mut params = self.params(Commit::Async, connections);
+        params.extend(report::params([
+            ("load_tasks_per_s", load.into()),
+            ("arrivals", "poisson".into()),
+            (
+                "dispatch",
+                "one queue: a free connection takes the next arrival".into(),
+            ),
+            ("seconds", time.as_secs_f64().into()),
+            ("tasks", m.tasks.into()),
+            (
+                "ops",
+                "achieved tasks/s (to the last placement reply)".into(),
+            ),
+            ("latency", "scheduled arrival to placement reply".into()),
+            (
+                "send_lag_p99_us",
+                m.send_lag.p99_us().map_or(Value::Null, Value::from),
+            ),
+            ("fell_behind", behind.into()),
+        ]));
+        let record = Record::from_latencies(
+            &name,
+            pg::SYSTEM,
+            params,
+            &m.lat,
+            Some(m.tasks as f64 / span.as_secs_f64()),
+        );
+        report::progress(&record);
+        Ok((record, behind))
+    }
+
+    /// Poisson arrivals at `rate` for `run_for`, one shared queue: each thread takes
+    /// the next arrival, waits for its time, and runs the task.
+    fn run_open(
+        &self,
+        conns: &mut [PgSched],
+        rate: f64,
+        run_for: Duration,
+    ) -> Result<PgMeasured, Error> {
+        assert!(rate > 0.0, "the offered load must be positive");
+        let arrivals = poisson_arrivals(rate, run_for);
+        let drain_ns = u64::try_from((run_for + DRAIN_MAX).as_nanos()).unwrap_or(u64::MAX);
+        let next = AtomicUsize::new(0);
+        let base = OnceLock::new();
+        let measured = measure::gang(
+            conns,
+            |_| self.core,
+            |i, sched, barrier| {
+                let mut rng = StdRng::seed_from_u64(SEED ^ rate.to_bits() ^ i as u64);
+                barrier.wait();
+                let base = *base.get_or_init(Instant::now);
+                let mut m = PgMeasured::default();
+                loop {
+                    let k = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&due_ns) = arrivals.get(k) else {
+                        break;
+                    };
+                    wait_until(base, due_ns);
+                    let start_ns = nanos_since(base);
+                    if start_ns > drain_ns {
+                        return Err(Error::call(
+                            "PostgreSQL open-loop scheduling",
+                            format!(
+                                "{} arrivals still waiting {} s after the last one",
+                                arrivals.len() - k,
+                                DRAIN_MAX.as_secs()
+                            ),
+                        ));
+                    }
+                    m.send_lag.record_ns(start_ns - due_ns);
+                    let placement = self.task(sched, &mut rng)?;
+                    let placed_ns = start_ns + u64::try_from(placement.as_nanos()).unwrap_or(0);
+                    m.lat.record_ns(placed_ns - due_ns);
+                    m.last_placement_ns = m.last_placement_ns.max(placed_ns);
+                    m.tasks += 1;
+                }
+                Ok(m)
+            },
+        )?;
+        let m = PgMeasured::merge(&measured);
+        assert_eq!(m.tasks, arrivals.len() as u64, "every arrival ran");
+        Ok(m)
+    }
+}
+
+/// Arrival times (ns from the start) of a Poisson process at `rate` per second over
+/// `run_for`, seeded by the rate (runs are repeatable).
+fn poisson_arrivals(rate: f64, run_for: Duration) -> Vec<u64> {
+    let mut rng = StdRng::seed_from_u64(SEED ^ rate.to_bits());
+    let mean_gap_ns = 1e9 / rate;
+    let end_ns = u64::try_from(run_for.as_nanos()).unwrap_or(u64::MAX);
+    let mut arrivals = Vec::with_capacity((rate * run_for.as_secs_f64() * 1.1) as usize + 16);
+    // Exponential gaps: -ln(1 - U) * mean, U uniform in [0, 1).
+    let mut t_ns = 0u64;
+    loop {
+        t_ns += ((-(1.0 - rng.gen::<f64>()).ln() * mean_gap_ns) as u64).max(1);
+        if t_ns >= end_ns {
+            return arrivals;
+        }
+        arrivals.push(t_ns);
+    }
+}
+
+/// Wait until `due_ns` after `base`: sleep until `PG_SPIN_NS` before it, spin the
+/// rest.
+fn wait_until(base: Instant, due_ns: u64) {
+    loop {
+        let now_ns = nanos_since(base);
+        if now_ns >= due_ns {
+            return;
+        }
+        let left_ns = due_ns - now_ns;
+        if left_ns > PG_SPIN_NS {
+            std::thread::sleep(Duration::from_nanos(left_ns - PG_SPIN_NS));
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+}
+
 /// The highest offered load of `sweep` whose p99 stayed under `bound_us`, as a
 /// `sched-<policy>-peak` record; `None` when no load did.
 fn peak(sweep: &[Record], policy: Policy, bound_us: f64) -> Option<Record> {
@@ -692,35 +1103,84 @@ fn load_of(record: &Record) -> f64 {
     record.params["load_tasks_per_s"].as_f64().unwrap_or(0.0)
 }
 
-/// Summary lines: each policy's peak sustained rate.
+/// Summary lines: each system's peak sustained rate per policy, and tabos against
+/// PostgreSQL (FIFO closed-loop throughput, peak sustained rate) where both ran.
 pub fn summary(records: &[Record]) -> Vec<String> {
-    let mut lines = Vec::new();
-    for policy in Policy::ALL {
-        let open: Vec<&Record> = records
-            .iter()
-            .filter(|r| r.workload == workload(policy, "open"))
-            .collect();
-        if open.is_empty() {
-            continue;
+    let mut systems: Vec<&str> = Vec::new();
+    for r in records {
+        if !systems.contains(&r.system.as_str()) {
+            systems.push(&r.system);
         }
-        let peak = records
+    }
+    let mut lines = Vec::new();
+    for system in systems {
+        let of = |policy: Policy, phase: &str| {
+            let name = workload(policy, phase);
+            records
+                .iter()
+                .filter(move |r| r.system == system && r.workload == name)
+        };
+        for policy in Policy::ALL {
+            let open = of(policy, "open").count();
+            if open == 0 {
+                continue;
+            }
+            lines.push(match of(policy, "peak").next() {
+                Some(r) => format!(
+                    "{system} {}: peak sustained {:.0} tasks/s (offered {:.0}) with p50 {:.1} µs, p99 {:.1} µs",
+                    policy.name(),
+                    r.ops_per_s.unwrap_or(0.0),
+                    load_of(r),
+                    r.p50_us.unwrap_or(0.0),
+                    r.p99_us.unwrap_or(0.0)
+                ),
+                None => format!(
+                    "{system} {}: no offered load kept p99 under the bound ({open} loads tried)",
+                    policy.name()
+                ),
+            });
+        }
+    }
+    lines.extend(postgres_ratios(records));
+    lines
+}
+
+/// tabos over PostgreSQL (`synchronous_commit=off`) for FIFO: closed-loop tasks/s
+/// (PostgreSQL's best connection count) and peak sustained tasks/s.
+fn postgres_ratios(records: &[Record]) -> Vec<String> {
+    let best = |system: &str, phase: &str| {
+        let name = workload(Policy::Fifo, phase);
+        records
             .iter()
-            .find(|r| r.workload == workload(policy, "peak"));
-        lines.push(match peak {
-            Some(r) => format!(
-                "{}: peak sustained {:.0} tasks/s (offered {:.0}) with p50 {:.1} µs, p99 {:.1} µs",
-                policy.name(),
-                r.ops_per_s.unwrap_or(0.0),
-                load_of(r),
-                r.p50_us.unwrap_or(0.0),
-                r.p99_us.unwrap_or(0.0)
+            .filter(|r| r.system == system && r.workload == name)
+            .max_by(|a, b| {
+                let ops = |r: &Record| r.ops_per_s.unwrap_or(0.0);
+                ops(a).total_cmp(&ops(b))
+            })
+    };
+    let mut lines = Vec::new();
+    for (phase, what) in [("closed", "closed-loop"), ("peak", "peak sustained")] {
+        let (Some(t), Some(p)) = (best(SYSTEM, phase), best(pg::SYSTEM, phase)) else {
+            continue;
+        };
+        let (Some(t_ops), Some(p_ops)) = (t.ops_per_s, p.ops_per_s) else {
+            continue;
+        };
+        let how = |r: &Record| match phase {
+            "closed" => format!(
+                "{} in flight",
+                r.params.get("depth").unwrap_or(&Value::Null)
             ),
-            None => format!(
-                "{}: no offered load kept p99 under the bound ({} loads tried)",
-                policy.name(),
-                open.len()
-            ),
-        });
+            _ => format!("offered {:.0}", load_of(r)),
+        };
+        lines.push(format!(
+            "fifo {what}: tabos / PostgreSQL tasks/s = {:.1} ({t_ops:.0} vs {p_ops:.0}; {} vs {}; p50 {:.1} vs {:.1} µs)",
+            t_ops / p_ops,
+            how(t),
+            how(p),
+            t.p50_us.unwrap_or(0.0),
+            p.p50_us.unwrap_or(0.0)
+        ));
     }
     lines
 }
@@ -759,8 +1219,66 @@ mod tests {
     }
 
     #[test]
+    fn summary_compares_tabos_with_postgres() {
+        let mut tabos = open_record(1e6, 500.0);
+        tabos.workload = workload(Policy::Fifo, "closed");
+        tabos.params.insert("depth".into(), 64.into());
+        let mut pg_closed = tabos.clone();
+        pg_closed.system = pg::SYSTEM.into();
+        pg_closed.params.insert("depth".into(), 4.into());
+        pg_closed.ops_per_s = Some(1e4);
+        let mut pg_slower = pg_closed.clone();
+        pg_slower.ops_per_s = Some(5e3);
+        let mut pg_open = open_record(5e3, 900.0);
+        pg_open.system = pg::SYSTEM.into();
+        let pg_peak =
+            peak(std::slice::from_ref(&pg_open), Policy::Fifo, 1000.0).expect("under the bound");
+        assert_eq!(pg_peak.system, pg::SYSTEM);
+        let tabos_open = open_record(1e6, 50.0);
+        let tabos_peak =
+            peak(std::slice::from_ref(&tabos_open), Policy::Fifo, 1000.0).expect("under");
+        let lines = summary(&[
+            tabos, tabos_open, tabos_peak, pg_slower, pg_closed, pg_open, pg_peak,
+        ]);
+        assert_eq!(lines.len(), 4, "{lines:?}");
+        assert!(lines[0].starts_with("tabos-shm fifo: peak sustained 1000000"));
+        assert!(lines[1].starts_with("postgres fifo: peak sustained 5000"));
+        assert!(
+            lines[2].contains("= 100.0"),
+            "best connection count: {}",
+            lines[2]
+        );
+        assert!(
+            lines[2].contains("64 in flight vs 4 in flight"),
+            "{}",
+            lines[2]
+        );
+        assert!(lines[3].contains("= 200.0"), "{}", lines[3]);
+    }
+
+    #[test]
+    fn poisson_arrivals_ascend_at_about_the_rate() {
+        let arrivals = poisson_arrivals(10_000.0, Duration::from_secs(1));
+        assert!(
+            arrivals.windows(2).all(|w| w[0] < w[1]),
+            "strictly ascending"
+        );
+        assert!(arrivals.last().is_some_and(|t| *t < 1_000_000_000));
+        assert!(
+            (9_500..=10_500).contains(&arrivals.len()),
+            "{}",
+            arrivals.len()
+        );
+        assert_eq!(arrivals, poisson_arrivals(10_000.0, Duration::from_secs(1)));
+    }
+
+    #[test]
     fn quick_is_smaller_than_full() {
         let (q, f) = (SchedConfig::quick(), SchedConfig::full());
+        let (pq, pf) = (q.postgres.clone().unwrap(), f.postgres.clone().unwrap());
+        assert!(pq.loads.len() < pf.loads.len());
+        assert!(pf.loads.windows(2).all(|w| w[0] < w[1]), "loads ascend");
+        assert_eq!(pf.open_connections(), 4);
         assert!(q.closed_time < f.closed_time && q.open_time < f.open_time);
         assert_eq!(q.loads.len(), 2);
         assert!(f.loads.windows(2).all(|w| w[0] < w[1]), "loads ascend");

@@ -3,7 +3,10 @@
 //!
 //! A started tabosd gets a fresh temporary directory for its socket, the partitions and
 //! cores of its [`Layout`] (by default one partition confined to the server core), and
-//! SIGTERM at the end (its clean shutdown path); the directory is removed afterwards. [`Tabosd`] does this in `Drop`, so nothing is left
+//! SIGTERM at the end (its clean shutdown path); the directory is removed afterwards.
+//! A layout that listens also gets `--listen 127.0.0.1:PORT` on a free port and a
+//! `--secret-file` in that directory, for clients connected over TCP
+//! ([`Target::connect_net`]). [`Tabosd`] does this in `Drop`, so nothing is left
 //! running when the driver returns early or panics. (A driver killed by SIGKILL cannot
 //! clean up; Ctrl-C reaches tabosd too, as it is in the same process group.)
 
@@ -12,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
-use tabos_client::Client;
+use tabos_client::{Client, ConnectOptions};
 
 /// How long a started tabosd may take until it accepts a client.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -55,6 +58,9 @@ pub fn default_binary() -> Result<PathBuf, Error> {
 /// How a started tabosd is laid out: its partitions, their cores, and further flags.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
+    /// Also serve remote clients over TCP on 127.0.0.1 (`--listen` on a free port,
+    /// `--secret-file` in the run's directory): [`Target::connect_net`] then works.
+    pub listen: bool,
     /// Partitions (one pinned thread each), `--partitions`.
     pub partitions: u32,
     /// Cores of the partitions, `--cores`: partition i runs on `cores[i % len]`. The
@@ -68,6 +74,7 @@ impl Layout {
     /// One partition on `server_core`: the layout of every headline number.
     pub fn single(server_core: usize) -> Layout {
         Layout {
+            listen: false,
             partitions: 1,
             cores: vec![server_core],
             extra_args: Vec::new(),
@@ -98,9 +105,18 @@ impl Layout {
         }
         cores.truncate(partitions as usize);
         Layout {
+            listen: false,
             partitions,
             cores,
             extra_args: settings.tabosd_args.clone(),
+        }
+    }
+
+    /// This layout, also serving remote clients over loopback TCP.
+    pub fn with_listen(self) -> Layout {
+        Layout {
+            listen: true,
+            ..self
         }
     }
 
@@ -127,6 +143,9 @@ impl Layout {
             if self.cores.len() == 1 { "" } else { "s" },
             self.cores_arg()
         );
+        if self.listen {
+            text.push_str(", TCP on 127.0.0.1");
+        }
         if !self.extra_args.is_empty() {
             text.push_str(&format!(", {}", self.extra_args.join(" ")));
         }
@@ -140,6 +159,37 @@ pub struct Tabosd {
     child: Option<Child>,
     dir: PathBuf,
     socket: PathBuf,
+    net: Option<NetAccess>,
+}
+
+/// How remote clients reach a tabosd over TCP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetAccess {
+    /// `HOST:PORT` of its `--listen`.
+    pub address: String,
+    /// Its `--secret-file`.
+    pub secret_file: PathBuf,
+}
+
+/// The cluster secret of a started tabosd that listens (a private node on loopback).
+const BENCH_SECRET: &str = "tabos-bench-loopback-secret-0123456789";
+
+/// A free TCP port on 127.0.0.1 (bound and released: tabosd binds it next).
+fn free_port() -> Result<u16, Error> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| Error::io("finding a free TCP port on 127.0.0.1", e))
+}
+
+impl NetAccess {
+    /// Options of a client that connects over TCP.
+    pub fn connect_options(&self) -> ConnectOptions {
+        ConnectOptions {
+            secret_file: Some(self.secret_file.clone()),
+            act_as: None,
+        }
+    }
 }
 
 /// A fresh private directory under the system temporary directory.
@@ -178,13 +228,23 @@ impl Tabosd {
         assert!(!layout.cores.is_empty(), "a tabosd needs a core");
         let dir = fresh_dir()?;
         let socket = dir.join("tabos.sock");
-        let spawned = spawn_on_core(binary, &socket, layout);
         // From here on the guard owns the directory (and the child, if any).
         let mut server = Tabosd {
             child: None,
             dir,
             socket,
+            net: None,
         };
+        if layout.listen {
+            let secret_file = server.dir.join("secret");
+            std::fs::write(&secret_file, format!("{BENCH_SECRET}\n"))
+                .map_err(|e| Error::io(format!("writing {}", secret_file.display()), e))?;
+            server.net = Some(NetAccess {
+                address: format!("127.0.0.1:{}", free_port()?),
+                secret_file,
+            });
+        }
+        let spawned = spawn_on_core(binary, &server.socket, server.net.as_ref(), layout);
         server.child = Some(spawned.map_err(|e| {
             Error::Server(format!(
                 "cannot run {}: {e} (build it with `cargo build --release -p tabos-server` \
@@ -213,7 +273,11 @@ impl Tabosd {
                     self.socket.display()
                 )));
             }
-            let last_error = match Client::connect(&self.socket) {
+            let probed = Client::connect(&self.socket).and_then(|probe| match &self.net {
+                Some(net) => Client::connect_with(&net.address, &net.connect_options()),
+                None => Ok(probe),
+            });
+            let last_error = match probed {
                 Ok(_probe) => return Ok(()),
                 Err(e) => e,
             };
@@ -230,6 +294,11 @@ impl Tabosd {
     /// The socket clients connect to.
     pub fn socket(&self) -> &Path {
         &self.socket
+    }
+
+    /// How remote clients reach it (a layout with `listen`).
+    pub fn net(&self) -> Option<&NetAccess> {
+        self.net.as_ref()
     }
 
     /// Stop tabosd (SIGTERM, then SIGKILL after a timeout), remove its directory, and
@@ -256,12 +325,25 @@ impl Tabosd {
 /// inherits the thread's CPU mask (its partitions then pin themselves to `--cores`).
 /// If pinning fails (no such core), tabosd inherits this process's mask and a warning
 /// says so.
-fn spawn_on_core(binary: &Path, socket: &Path, layout: &Layout) -> std::io::Result<Child> {
+fn spawn_on_core(
+    binary: &Path,
+    socket: &Path,
+    net: Option<&NetAccess>,
+    layout: &Layout,
+) -> std::io::Result<Child> {
     std::thread::scope(|scope| {
         scope
             .spawn(|| {
                 measure::pin_or_warn(layout.cores[0], "tabosd");
-                Command::new(binary)
+                let mut command = Command::new(binary);
+                if let Some(net) = net {
+                    command
+                        .arg("--listen")
+                        .arg(&net.address)
+                        .arg("--secret-file")
+                        .arg(&net.secret_file);
+                }
+                command
                     .arg("--socket")
                     .arg(socket)
                     .arg("--partitions")
@@ -396,6 +478,28 @@ impl Target {
         Client::connect(self.socket()).map_err(|e| Error::Server(e.to_string()))
     }
 
+    /// How remote clients reach the tabosd: only one started with a layout that
+    /// listens (a `--connect` one is reached by its socket alone).
+    pub fn net(&self) -> Option<&NetAccess> {
+        match self {
+            Target::Started(server) => server.net(),
+            Target::Running(_) => None,
+        }
+    }
+
+    /// Connect a client over loopback TCP (a started tabosd whose layout listens).
+    pub fn connect_net(&self) -> Result<Client, Error> {
+        let net = self.net().ok_or_else(|| {
+            Error::Server(
+                "this tabosd serves no TCP clients (started without a listening layout, or \
+                 --connect)"
+                    .into(),
+            )
+        })?;
+        Client::connect_with(&net.address, &net.connect_options())
+            .map_err(|e| Error::Server(format!("over TCP at {}: {e}", net.address)))
+    }
+
     /// Stop a started tabosd (and check it stopped cleanly); nothing for `Running`.
     pub fn finish(self) -> Result<(), Error> {
         match self {
@@ -433,6 +537,10 @@ mod tests {
         assert_eq!(two.cores[0], 1);
         assert_ne!(two.cores[1], 1, "a second core when the machine has one");
         assert!(two.describe().starts_with("2 partitions on cores 1,"));
+        assert!(!two.listen);
+        let listening = two.with_listen();
+        assert!(listening.listen);
+        assert!(listening.describe().contains("TCP on 127.0.0.1"));
         assert_eq!(Layout::single(3).cores_arg(), "3");
         assert!(!Layout::single(3).uses_core(0));
     }

@@ -1,7 +1,9 @@
 //! Guards that every `tabos-bench` subcommand runs end to end with `--quick --json`
 //! (starting and stopping its own tabosd) and writes every expected record with a
 //! positive throughput; never asserts on speed. The runs take turns (one benchmark at
-//! a time), as parallel runs would only slow each other down.
+//! a time), as parallel runs would only slow each other down. The PostgreSQL records
+//! are expected where PostgreSQL is installed (CI runs scripts/install-postgres.sh);
+//! elsewhere the runs leave them out with `--no-postgres` and say so.
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -10,6 +12,24 @@ use std::sync::Mutex;
 
 /// Held while a benchmark runs.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// PostgreSQL's system names.
+const POSTGRES: &str = "postgres";
+const POSTGRES_SYNC: &str = "postgres-sync";
+
+/// Whether PostgreSQL is installed, so that `test` can expect its records; says why
+/// not when it is not.
+fn postgres_installed(test: &str) -> bool {
+    let found = tabos_bench::baseline::postgres::bin_dir();
+    if found.is_none() {
+        eprintln!(
+            "{test}: PostgreSQL records skipped (--no-postgres): no initdb, pg_ctl and \
+             postgres on PATH or in /usr/lib/postgresql/*/bin; install them with \
+             scripts/install-postgres.sh"
+        );
+    }
+    found.is_some()
+}
 
 /// The tabosd next to the driver (where the driver looks by default), built with the
 /// same profile if it is not there yet.
@@ -119,23 +139,47 @@ fn expect_one(records: &[Value], workload: &str, system: Option<&str>, params: &
 fn invoke_quick_writes_every_record() {
     let records = run_quick(&["invoke"]);
     check_fields(&records);
-    assert_eq!(records.len(), 6, "records: {records:?}");
-    expect_one(&records, "invoke-null", Some("tabos-shm"), &[]);
-    for depth in [1, 8, 64] {
-        expect_one(
-            &records,
-            "invoke-null-pipelined",
-            Some("tabos-shm"),
-            &[("depth", depth.into())],
-        );
+    for system in ["tabos-shm", "tabos-tcp"] {
+        expect_one(&records, "invoke-null", Some(system), &[]);
+        for depth in [1, 8, 64] {
+            expect_one(
+                &records,
+                "invoke-null-pipelined",
+                Some(system),
+                &[("depth", depth.into())],
+            );
+        }
     }
-    expect_one(&records, "invoke-null", Some("linux-syscall"), &[]);
-    expect_one(&records, "invoke-null", Some("tcp-loopback"), &[]);
+    for baseline in ["linux-syscall", "tcp-blocking", "tcp-busypoll", "grpc"] {
+        expect_one(&records, "invoke-null", Some(baseline), &[]);
+    }
+    // Other baselines (PostgreSQL) may join; these systems' records are all there.
+    let ours = records
+        .iter()
+        .filter(|r| {
+            [
+                "tabos-shm",
+                "tabos-tcp",
+                "linux-syscall",
+                "tcp-blocking",
+                "tcp-busypoll",
+                "grpc",
+            ]
+            .iter()
+            .any(|s| r["system"] == *s)
+        })
+        .count();
+    assert_eq!(ours, 12, "records: {records:?}");
 }
 
 #[test]
 fn sched_quick_writes_every_record() {
-    let records = run_quick(&["sched"]);
+    let postgres = postgres_installed("sched_quick_writes_every_record");
+    let records = if postgres {
+        run_quick(&["sched"])
+    } else {
+        run_quick(&["sched", "--no-postgres"])
+    };
     check_fields(&records);
     for policy in ["fifo", "locality", "least-loaded"] {
         expect_one(
@@ -155,50 +199,95 @@ fn sched_quick_writes_every_record() {
     }
     // The peak record exists only when a load kept p99 under 1 ms: a slow machine
     // must not fail this test, so only its shape is checked.
-    let peaks = matching(&records, "sched-fifo-peak", None, &[]);
+    let peaks = matching(&records, "sched-fifo-peak", Some("tabos-shm"), &[]);
     assert!(peaks.len() <= 1, "one peak at most: {records:?}");
-    assert_eq!(records.len(), 5 + peaks.len(), "records: {records:?}");
+    let tabos = records
+        .iter()
+        .filter(|r| r["system"] == "tabos-shm")
+        .count();
+    assert_eq!(tabos, 5 + peaks.len(), "records: {records:?}");
+    let pg_records = records.len() - tabos;
+    if !postgres {
+        assert_eq!(pg_records, 0, "--no-postgres: {records:?}");
+        return;
+    }
+    for system in [POSTGRES, POSTGRES_SYNC] {
+        for connections in [1, 2] {
+            expect_one(
+                &records,
+                "sched-fifo-closed",
+                Some(system),
+                &[("connections", connections.into())],
+            );
+        }
+    }
+    // The sweep stops after a load PostgreSQL falls behind on (a slow machine may at
+    // the first), and the peak exists only when a load kept p99 under 1 ms.
+    expect_one(
+        &records,
+        "sched-fifo-open",
+        Some(POSTGRES),
+        &[("load_tasks_per_s", 1000.0.into())],
+    );
+    let open = matching(&records, "sched-fifo-open", Some(POSTGRES), &[]).len();
+    let peaks = matching(&records, "sched-fifo-peak", Some(POSTGRES), &[]).len();
+    assert!(open <= 2 && peaks <= 1, "records: {records:?}");
+    assert_eq!(pg_records, 4 + open + peaks, "records: {records:?}");
 }
 
 #[test]
 fn ipc_quick_writes_every_record() {
     let records = run_quick(&["ipc"]);
     check_fields(&records);
-    for bytes in [64, 8192] {
+    let systems = [
+        "tabos-shm",
+        "tabos-tcp",
+        "grpc",
+        "tcp-blocking",
+        "tcp-busypoll",
+    ];
+    for system in systems {
+        for bytes in [64, 8192] {
+            expect_one(
+                &records,
+                "ipc-pingpong",
+                Some(system),
+                &[("message_bytes", bytes.into()), ("pairs", 1.into())],
+            );
+        }
         expect_one(
             &records,
-            "ipc-pingpong",
-            Some("tabos-shm"),
-            &[("message_bytes", bytes.into()), ("pairs", 1.into())],
+            "ipc-ping20pong20",
+            Some(system),
+            &[("message_bytes", 64.into()), ("pairs", 1.into())],
         );
+        for receivers in [1, 10] {
+            expect_one(
+                &records,
+                "ipc-multicast",
+                Some(system),
+                &[("receivers", receivers.into())],
+            );
+        }
     }
-    expect_one(
-        &records,
-        "ipc-ping20pong20",
-        Some("tabos-shm"),
-        &[("message_bytes", 64.into()), ("pairs", 1.into())],
-    );
-    for receivers in [1, 10] {
-        expect_one(
-            &records,
-            "ipc-multicast",
-            Some("tabos-shm"),
-            &[("receivers", receivers.into())],
-        );
-    }
-    assert_eq!(records.len(), 5, "records: {records:?}");
+    assert_eq!(records.len(), 5 * systems.len(), "records: {records:?}");
 }
 
 #[test]
 fn fs_quick_writes_every_record() {
-    let records = run_quick(&["fs"]);
+    let postgres = postgres_installed("fs_quick_writes_every_record");
+    let records = if postgres {
+        run_quick(&["fs"])
+    } else {
+        run_quick(&["fs", "--no-postgres"])
+    };
     check_fields(&records);
     let tabos = Some("tabos-shm");
     // The baseline is named after the filesystem it ran on (`ext4` here, usually).
     let baseline: Vec<&str> = records
         .iter()
         .filter_map(|r| r["system"].as_str())
-        .filter(|s| *s != "tabos-shm")
+        .filter(|s| !["tabos-shm", POSTGRES, POSTGRES_SYNC].contains(s))
         .collect();
     assert!(!baseline.is_empty(), "no baseline records: {records:?}");
     let baseline = Some(baseline[0]);
@@ -225,5 +314,19 @@ fn fs_quick_writes_every_record() {
         expect_one(&records, "fs-du", system, &[("files", 400.into())]);
     }
     expect_one(&records, "fs-create", baseline, &[]);
-    assert_eq!(records.len(), 12 + 3 + 2 + 2, "records: {records:?}");
+    let pg_records = if postgres {
+        for system in [POSTGRES, POSTGRES_SYNC] {
+            for workload in ["fs-create", "fs-delete"] {
+                expect_one(&records, workload, Some(system), &[("clients", 2.into())]);
+            }
+        }
+        4
+    } else {
+        0
+    };
+    assert_eq!(
+        records.len(),
+        12 + 3 + 2 + 2 + pg_records,
+        "records: {records:?}"
+    );
 }
