@@ -96,6 +96,8 @@ pub fn run<H: StreamHandler>(
             idle_since = None;
         } else if idle_since.is_none() {
             idle_since = Some(Instant::now());
+        } else {
+            std::thread::yield_now(); // as in the io_uring driver: share the core
         }
     }
 }

@@ -356,6 +356,10 @@ impl<H: StreamHandler> Driver<'_, H> {
                 }
                 self.handler.after_wake();
                 idle_since = None;
+            } else {
+                // The network thread is not pinned: let a partition or client that
+                // shares this core run while we poll.
+                std::thread::yield_now();
             }
         }
     }
