@@ -19,7 +19,7 @@
 //! Each tabos transport gets a tabosd started for it (the TCP one with `--listen`), so
 //! the threads of one never share the server core with the other's.
 
-use crate::baseline::{grpc, syscall, tcp};
+use crate::baseline::{grpc, postgres, syscall, tcp};
 use crate::measure::{self, Latencies};
 use crate::report::{self, params, Record};
 use crate::server::{Layout, Target};
@@ -181,10 +181,17 @@ pub fn run(settings: &Settings, config: &InvokeConfig) -> Result<Vec<Record>, Er
         settings.server_core,
         timer_ns,
     )?);
-    // Hook: the PostgreSQL prepared call (baseline/postgres.rs, another change) joins
-    // here as `records.extend(postgres::invoke_records(settings.quick)?)`; `ratios`
-    // compares tabos with every `invoke-null` record of another system, so its lines
-    // follow without further changes.
+    // The PostgreSQL prepared call (after tabosd stopped, so its spinning partition is
+    // off the server core); `ratios` compares tabos with every `invoke-null` record.
+    if postgres::bin_dir().is_some() {
+        records.extend(postgres::invoke_records(
+            settings.quick,
+            settings.client_core,
+            settings.server_core,
+        )?);
+    } else {
+        eprintln!("[invoke] PostgreSQL not installed (scripts/install-postgres.sh): its prepared call is left out");
+    }
     Ok(records)
 }
 

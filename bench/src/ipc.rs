@@ -41,7 +41,7 @@
 //! client that waits spins 50 µs before it sleeps (client-lib's `SPIN`), which then
 //! shows up in the round trips.
 
-use crate::baseline::{grpc, tcp};
+use crate::baseline::{grpc, postgres, tcp};
 use crate::invoke::{SYSTEM_TABOS_SHM, SYSTEM_TABOS_TCP};
 use crate::measure::{self, Latencies};
 use crate::report::{self, params, Record};
@@ -281,6 +281,17 @@ pub fn run(settings: &Settings, config: &IpcConfig) -> Result<Vec<Record>, Error
     }
     for target in [shm, tcp].into_iter().flatten() {
         target.finish()?;
+    }
+    // PostgreSQL ping-pong (send_message / receive_message in PL/pgSQL), after tabosd
+    // stopped so it has the server core to itself.
+    if postgres::bin_dir().is_some() {
+        records.extend(postgres::ipc_records(
+            settings.quick,
+            settings.client_core,
+            settings.server_core,
+        )?);
+    } else {
+        eprintln!("[ipc] PostgreSQL not installed (scripts/install-postgres.sh): its ping-pong is left out");
     }
     Ok(records)
 }
