@@ -270,7 +270,12 @@ fn ipc_quick_writes_every_record() {
             );
         }
     }
-    assert_eq!(records.len(), 5 * systems.len(), "records: {records:?}");
+    // Other baselines (PostgreSQL) may join; these systems' records are all there.
+    let ours = records
+        .iter()
+        .filter(|r| systems.iter().any(|s| r["system"] == *s))
+        .count();
+    assert_eq!(ours, 5 * systems.len(), "records: {records:?}");
 }
 
 #[test]
