@@ -365,6 +365,25 @@ fn is_tabos(system: &str) -> bool {
     system == SYSTEM_TABOS_SHM || system == SYSTEM_TABOS_TCP
 }
 
+/// `record`'s system, and where `all` holds several records of that system, the
+/// params that tell them apart: `postgres [proc=SELECT 1]`.
+fn label(record: &Record, all: &[&Record]) -> String {
+    let same: Vec<&&Record> = all.iter().filter(|r| r.system == record.system).collect();
+    if same.len() < 2 {
+        return record.system.clone();
+    }
+    let differing: Vec<String> = record
+        .params
+        .iter()
+        .filter(|(k, v)| same.iter().any(|r| r.params.get(*k) != Some(*v)))
+        .map(|(k, v)| match v {
+            serde_json::Value::String(text) => format!("{k}={text}"),
+            other => format!("{k}={other}"),
+        })
+        .collect();
+    format!("{} [{}]", record.system, differing.join(", "))
+}
+
 /// Lines comparing each tabos null call with every baseline of the same run (medians;
 /// any `invoke-null` record of a system that is not tabos is a baseline), and the
 /// pipelined calls per second of each tabos transport.
@@ -375,22 +394,23 @@ pub fn ratios(records: &[Record]) -> Vec<String> {
         let Some(tabos) = find(records, WORKLOAD_NULL, system).and_then(|r| r.p50_us) else {
             continue;
         };
-        for baseline in records
+        let baselines: Vec<&Record> = records
             .iter()
             .filter(|r| r.workload == WORKLOAD_NULL && !is_tabos(&r.system))
-        {
+            .collect();
+        for baseline in &baselines {
             let Some(other) = baseline.p50_us else {
                 continue;
             };
+            let name = label(baseline, &baselines);
             let ratio = tabos / other;
             let verdict = if ratio <= 1.0 {
-                format!("{} is {:.1}x slower", baseline.system, other / tabos)
+                format!("{name} is {:.1}x slower", other / tabos)
             } else {
                 format!("tabos is {ratio:.1}x slower")
             };
             lines.push(format!(
-                "{system} null p50 / {} p50 = {ratio:.3} ({tabos:.3} µs vs {other:.3} µs: {verdict})",
-                baseline.system
+                "{system} null p50 / {name} p50 = {ratio:.3} ({tabos:.3} µs vs {other:.3} µs: {verdict})"
             ));
         }
     }
@@ -464,6 +484,19 @@ mod tests {
             rec("postgres", 40.0),
             pipelined,
         ]);
+        let mut a = rec("postgres", 40.0);
+        a.params = params([("proc", "SELECT 1".into()), ("calls", 5.into())]);
+        let mut b = rec("postgres", 50.0);
+        b.params = params([("proc", "SELECT null_proc()".into()), ("calls", 5.into())]);
+        let twins = ratios(&[rec(SYSTEM_TABOS_TCP, 10.0), a, b]);
+        assert!(
+            twins[0].contains("/ postgres [proc=SELECT 1] p50"),
+            "{twins:?}"
+        );
+        assert!(
+            twins[1].contains("/ postgres [proc=SELECT null_proc()] p50"),
+            "{twins:?}"
+        );
         let text = lines.join("\n");
         assert!(
             text.contains("tabos-tcp null p50 / grpc p50 = 0.125"),

@@ -94,6 +94,8 @@ pub struct Partition {
     pending: Vec<PendingBroadcast>,
     parked: Vec<Parked>,
     woken: Vec<u64>,
+    /// Ports published this turn (reused buffer).
+    published: Vec<usize>,
     commands: Vec<Command>,
     payload: Vec<u8>,
     reply: Vec<u8>,
@@ -137,6 +139,7 @@ impl Partition {
             pending: Vec::new(),
             parked: Vec::new(),
             woken: Vec::new(),
+            published: Vec::new(),
             commands: Vec::new(),
             payload: Vec::new(),
             reply: Vec::new(),
@@ -544,18 +547,23 @@ impl Partition {
 
     /// Publish every response ring written this turn and wake clients that sleep.
     fn publish_replies(&mut self) {
-        let mut any = false;
-        for port in &mut self.ports {
-            any |= port.publish();
+        // Only ports that got replies are woken (waking the network gateway for every
+        // shared-memory reply cost it a wake-up per call).
+        let mut published = std::mem::take(&mut self.published);
+        published.clear();
+        for (index, port) in self.ports.iter_mut().enumerate() {
+            if port.publish() {
+                published.push(index);
+            }
         }
-        if !any {
-            return;
+        if !published.is_empty() {
+            // Pairs with the client's fence between announcing sleep and re-checking rings.
+            fence(Ordering::SeqCst);
+            for &index in &published {
+                self.ports[index].wake_if_waiting();
+            }
         }
-        // Pairs with the client's fence between announcing sleep and re-checking rings.
-        fence(Ordering::SeqCst);
-        for port in &self.ports {
-            port.wake_if_waiting();
-        }
+        self.published = published;
     }
 
     /// Reply to replicated writes that every partition has run, in arrival order; a
