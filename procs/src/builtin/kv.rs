@@ -10,7 +10,7 @@ use tabos_transport::Status;
 pub const KEY_BYTES_MAX: usize = 1024;
 
 /// One key-value row.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct KvRow {
     /// The key (primary key and partitioning key).
     pub key: Vec<u8>,

@@ -41,7 +41,7 @@ pub const FILE_MODE: u32 = 0o644;
 pub const MODE_MAX: u32 = 0o777;
 
 /// What a directory entry names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[repr(u8)]
 pub enum EntryKind {
     Dir = 0,
@@ -68,7 +68,7 @@ impl EntryKind {
 }
 
 /// One partition of the database and where it runs (replicated).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MapRow {
     pub p_key: u32,
     pub partition_id: u32,
@@ -86,7 +86,7 @@ impl Row for MapRow {
 
 /// A user: where their tree lives and their current directory (replicated; written by
 /// broadcast procedures only).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct UserRow {
     pub user_name: String,
     /// `partition_for_key(user_name, partition_count)`.
@@ -108,7 +108,7 @@ impl Row for UserRow {
 }
 
 /// One directory entry: `content` inside the directory `d_name`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DirRow {
     /// The parent directory's full path (`/` for a home directory).
     pub d_name: String,
@@ -152,7 +152,7 @@ impl Row for DirRow {
 }
 
 /// One block of a localized file.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LocalBlock {
     /// The file's full path.
     pub f_name: String,
@@ -172,7 +172,7 @@ impl Row for LocalBlock {
 }
 
 /// One block of a parallel file, on partition `block_no % partition_count`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ParallelBlock {
     pub file_id: u64,
     pub block_no: u64,
@@ -191,7 +191,7 @@ impl Row for ParallelBlock {
 
 /// The next parallel-file counter of this partition (one row), transactional so an
 /// aborted create hands out nothing.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CounterRow {
     pub next: u64,
 }

@@ -18,7 +18,7 @@ use tabos_engine::{ConsistencyError, Row, Schema, Table};
 use tabos_transport::Status;
 
 /// One queued message.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MessageRow {
     /// The mailbox it waits in (partitioning key).
     pub receiver_id: u64,
@@ -45,7 +45,7 @@ impl Row for MessageRow {
 }
 
 /// The per-receiver counters.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MailboxRow {
     pub receiver_id: u64,
     /// Id of the next message sent to this receiver.

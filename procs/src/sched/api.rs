@@ -18,7 +18,7 @@ pub const LIST_LIMIT_MAX: u32 = 1000;
 
 /// Which scheduler places a task: the paper's figures 2, 3 and 4. Stable codes.
 #[repr(u8)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Policy {
     /// Figure 2: any worker with unused capacity on a random partition.
     Fifo = 0,

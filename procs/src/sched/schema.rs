@@ -25,7 +25,7 @@ use super::api::{Policy, TaskInfo, WorkerInfo};
 use crate::schema::DbLimits;
 
 /// A row of `Worker`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct WorkerRow {
     pub worker_id: u64,
     /// Tasks it can run at once, `1..=CAPACITY_MAX`.
@@ -58,7 +58,7 @@ impl WorkerRow {
 }
 
 /// A row of `Task`. Completed tasks are deleted, so the table holds live tasks only.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TaskRow {
     pub task_id: u64,
     /// The worker it runs on; `None` while queued.

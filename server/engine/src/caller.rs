@@ -56,6 +56,20 @@ impl fmt::Display for UserName {
     }
 }
 
+impl serde::Serialize for UserName {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for UserName {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        UserName::new(&name)
+            .ok_or_else(|| serde::de::Error::custom(format!("invalid user name {name:?}")))
+    }
+}
+
 /// Who called: the task's user id, process id and user name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Caller {

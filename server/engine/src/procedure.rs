@@ -242,7 +242,7 @@ mod tests {
     use super::*;
     use crate::table::{Row, Table};
 
-    #[derive(Clone, Debug, PartialEq)]
+    #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
     struct Kv(u32, u32);
 
     impl Row for Kv {

@@ -12,8 +12,11 @@ use tabos_transport::Status;
 use crate::error::ConsistencyError;
 use crate::schema::Schema;
 
-/// A row type stored in a [`Table`].
-pub trait Row: Clone + fmt::Debug + 'static {
+/// A row type stored in a [`Table`]. Rows serialize with serde: snapshots store them and
+/// SQL reads their fields as columns.
+pub trait Row:
+    Clone + fmt::Debug + serde::Serialize + serde::de::DeserializeOwned + 'static
+{
     /// Primary key, unique within the table.
     type Key: std::hash::Hash + Eq + Ord + Clone + fmt::Debug;
     /// Key of the ordered secondary index; use `()` when the table needs none.
@@ -368,7 +371,9 @@ impl<R: Row> Schema for Table<R> {
 mod tests {
     use super::*;
 
-    #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+    #[derive(
+        Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+    )]
     struct Job {
         id: u32,
         deadline: Option<u64>,

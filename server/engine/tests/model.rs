@@ -9,7 +9,7 @@ use tabos_engine::{
     execute, Access, Caller, ConsistencyError, Ctx, ProcDef, Row, Schema, Scope, Status, Table,
 };
 
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 struct Item {
     id: u16,
     prio: Option<u8>,
@@ -131,7 +131,7 @@ fn random_operations_match_the_model() {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 struct User {
     uid: u32,
     name: String,
@@ -148,7 +148,7 @@ impl Row for User {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 struct File {
     path: String,
     owner: u32,
