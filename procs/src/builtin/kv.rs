@@ -55,7 +55,7 @@ fn decode_local<'a>(ctx: &Ctx<'a, PartitionDb>) -> Result<(&'a [u8], &'a [u8]), 
 
 pub(super) fn kv_put(ctx: &mut Ctx<'_, PartitionDb>) -> Result<(), Status> {
     let (key, value) = decode_local(ctx)?;
-    ctx.db.kv.upsert(KvRow {
+    ctx.db.kv.replace(KvRow {
         key: key.to_vec(),
         value: value.to_vec(),
     })?;
@@ -83,7 +83,7 @@ pub(super) fn kv_delete(ctx: &mut Ctx<'_, PartitionDb>) -> Result<(), Status> {
 
 pub(super) fn rkv_put(ctx: &mut Ctx<'_, PartitionDb>) -> Result<(), Status> {
     let (key, value) = decode(ctx.args)?;
-    ctx.db.rkv.upsert(KvRow {
+    ctx.db.rkv.replace(KvRow {
         key: key.to_vec(),
         value: value.to_vec(),
     })?;

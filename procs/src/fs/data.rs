@@ -58,12 +58,12 @@ impl FsTables {
         Ok(row.size_bytes)
     }
 
-    /// Append bytes `[offset, offset + len)` of the localized file `f_name` to `out`;
+    /// Append bytes `[offset, offset + len)` of the localized file `file_id` to `out`;
     /// the range lies within the file.
-    fn read_local(&self, f_name: &str, offset: u64, len: usize, out: &mut Vec<u8>) {
+    fn read_local(&self, file_id: u64, offset: u64, len: usize, out: &mut Vec<u8>) {
         let block_bytes = self.block_bytes_local as u64;
         let (mut pos, end) = (offset, offset + len as u64);
-        let mut key = (f_name.to_string(), 0);
+        let mut key = (file_id, 0);
         let before = out.len();
         while pos < end {
             key.1 = pos / block_bytes;
@@ -80,11 +80,11 @@ impl FsTables {
         assert_eq!(out.len() - before, len);
     }
 
-    /// Write `data` at `offset` into the localized file `f_name` of `owner`, whose
+    /// Write `data` at `offset` into the localized file `file_id` of `owner`, whose
     /// size already covers the range. `TableFull` when blocks run out.
     fn write_local(
         &mut self,
-        f_name: &str,
+        file_id: u64,
         owner: UserName,
         offset: u64,
         data: &[u8],
@@ -92,12 +92,27 @@ impl FsTables {
         let block_bytes = self.block_bytes_local as u64;
         let mut pos = offset;
         let mut rest = data;
-        let mut key = (f_name.to_string(), 0);
+        let mut key = (file_id, 0);
         while !rest.is_empty() {
             key.1 = pos / block_bytes;
             let within = (pos % block_bytes) as usize;
             let n = ((block_bytes as usize) - within).min(rest.len());
             let (chunk, tail) = rest.split_at(n);
+            let stored = self.local.get(&key).map(|b| b.bytes.len());
+            if within == 0 && stored.is_some_and(|len| len <= n) {
+                // The write covers every stored byte: replace the row, so the old one
+                // moves into the undo log instead of being copied there.
+                self.local.replace(LocalBlock {
+                    file_id,
+                    block_no: key.1,
+                    f_owner: owner,
+                    bytes: chunk.to_vec(),
+                    p_key: self.partition,
+                })?;
+                pos += n as u64;
+                rest = tail;
+                continue;
+            }
             let updated = self.local.update(&key, |block| {
                 if block.bytes.len() < within + n {
                     block.bytes.resize(within + n, 0);
@@ -108,7 +123,7 @@ impl FsTables {
                 let mut bytes = vec![0u8; within + n];
                 bytes[within..].copy_from_slice(chunk);
                 self.local.insert(LocalBlock {
-                    f_name: f_name.to_string(),
+                    file_id,
                     block_no: key.1,
                     f_owner: owner,
                     bytes,
@@ -121,14 +136,14 @@ impl FsTables {
         Ok(())
     }
 
-    /// Put block `block_no` of the localized file `f_name` of `size_bytes` as `bytes`,
+    /// Put block `block_no` of the localized file `file_id` of `size_bytes` as `bytes`,
     /// cut at the end of the file (empty past it).
-    fn put_local_block(&self, f_name: &str, size_bytes: u64, block_no: u64, out: &mut Vec<u8>) {
+    fn put_local_block(&self, file_id: u64, size_bytes: u64, block_no: u64, out: &mut Vec<u8>) {
         let block_bytes = self.block_bytes_local as u64;
         let start = block_no.saturating_mul(block_bytes);
         let len = size_bytes.saturating_sub(start).min(block_bytes) as usize;
         put_u32(out, len as u32);
-        self.read_local(f_name, start, len, out);
+        self.read_local(file_id, start, len, out);
     }
 }
 
@@ -154,7 +169,7 @@ pub(super) fn read(ctx: &mut Ctx<'_, PartitionDb>) -> Result<(), Status> {
     put_u8(ctx.reply, TAG_LOCAL);
     put_u64(ctx.reply, row.size_bytes);
     put_u32(ctx.reply, len as u32);
-    fs.read_local(path.as_str(), offset, len, ctx.reply);
+    fs.read_local(row.file_id, offset, len, ctx.reply);
     Ok(())
 }
 
@@ -183,7 +198,7 @@ pub(super) fn write(ctx: &mut Ctx<'_, PartitionDb>) -> Result<(), Status> {
         WriteReply::encode_parallel(ctx.reply, &fs.parallel_info(&row));
         return Ok(());
     }
-    fs.write_local(path.as_str(), row.user_name, offset, data)?;
+    fs.write_local(row.file_id, row.user_name, offset, data)?;
     WriteReply::encode_local(ctx.reply, size_bytes);
     Ok(())
 }
@@ -229,7 +244,7 @@ pub(super) fn read_blocks(ctx: &mut Ctx<'_, PartitionDb>) -> Result<(), Status> 
         if ctx.reply.len() + fs.block_bytes_local + REPLY_OVERHEAD_BYTES > ctx.max_reply_bytes {
             return Err(Status::PayloadTooLarge);
         }
-        fs.put_local_block(path.as_str(), row.size_bytes, block_no, ctx.reply);
+        fs.put_local_block(row.file_id, row.size_bytes, block_no, ctx.reply);
     }
     Ok(())
 }
@@ -264,7 +279,7 @@ pub(super) fn write_blocks(ctx: &mut Ctx<'_, PartitionDb>) -> Result<(), Status>
     }
     for (block_no, data) in blocks {
         fs.write_local(
-            path.as_str(),
+            row.file_id,
             row.user_name,
             block_no * block_bytes as u64,
             data,
@@ -294,7 +309,7 @@ pub(super) fn read_block_each(ctx: &mut Ctx<'_, PartitionDb>) -> Result<(), Stat
             return Err(Status::PayloadTooLarge);
         }
         put_u8(ctx.reply, TAG_LOCAL);
-        fs.put_local_block(path.as_str(), row.size_bytes, block_no, ctx.reply);
+        fs.put_local_block(row.file_id, row.size_bytes, block_no, ctx.reply);
     }
     r.finish()
 }
@@ -322,7 +337,7 @@ pub(super) fn write_block_each(ctx: &mut Ctx<'_, PartitionDb>) -> Result<(), Sta
             continue;
         }
         fs.write_local(
-            path.as_str(),
+            row.file_id,
             row.user_name,
             block_no * block_bytes as u64,
             data,

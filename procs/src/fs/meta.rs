@@ -41,11 +41,7 @@ fn insert_entry(
         return Err(Status::AlreadyExists);
     }
     fs.check_room()?;
-    let file_id = if kind == EntryKind::ParallelFile {
-        fs.next_file_id()
-    } else {
-        0
-    };
+    let file_id = if kind.is_file() { fs.next_file_id() } else { 0 };
     let (d_name, content) = crate::fs::access::dir_key(path);
     fs.dirs.insert(DirRow {
         d_name,
@@ -62,7 +58,7 @@ fn insert_entry(
 }
 
 impl FsTables {
-    /// A new parallel-file id, unique across the node's partitions:
+    /// A new file id (the key of the file's blocks), unique across the partitions:
     /// `counter * partition_count + partition`.
     fn next_file_id(&mut self) -> u64 {
         let n = self.counter.get(&()).expect("one counter row").next;
@@ -70,7 +66,7 @@ impl FsTables {
             .update(&(), |row: &mut CounterRow| row.next += 1)
             .expect("one counter row");
         let id = n * u64::from(self.partition_count) + u64::from(self.partition);
-        assert!(id != 0, "file id 0 means no parallel file");
+        assert!(id != 0, "file id 0 means no file");
         id
     }
 
@@ -120,7 +116,7 @@ pub(super) fn mkdir(ctx: &mut Ctx<'_, PartitionDb>) -> Result<(), Status> {
 }
 
 /// `create(bytes path, u8 parallel, u32 mode)`: a new empty file owned by the caller,
-/// localized (`parallel` = 0) or parallel (1). Replies `u64 file_id` (0 if localized).
+/// localized (`parallel` = 0) or parallel (1). Replies `u64 file_id` (the key of its blocks).
 pub(super) fn create(ctx: &mut Ctx<'_, PartitionDb>) -> Result<(), Status> {
     let mut r = ArgReader::new(ctx.args);
     let path = read_path(&mut r)?;
@@ -161,7 +157,7 @@ pub(super) fn delete(ctx: &mut Ctx<'_, PartitionDb>) -> Result<(), Status> {
                 return Err(Status::NotEmpty);
             }
         }
-        EntryKind::LocalFile => fs.delete_local_blocks(path.as_str(), row.size_bytes),
+        EntryKind::LocalFile => fs.delete_local_blocks(row.file_id, row.size_bytes),
         EntryKind::ParallelFile => Entry::Row(&row).require(&caller, Want::Write)?,
     }
     let removed = fs.dirs.delete(&row.key()).expect("the entry exists");
@@ -207,12 +203,10 @@ impl FsTables {
         Box::new(self.children(dir, None).chain(below))
     }
 
-    /// Delete the stored blocks of the localized file `f_name` of `size_bytes`.
-    pub fn delete_local_blocks(&mut self, f_name: &str, size_bytes: u64) {
-        let mut key = (f_name.to_string(), 0);
+    /// Delete the stored blocks of the localized file `file_id` of `size_bytes`.
+    pub fn delete_local_blocks(&mut self, file_id: u64, size_bytes: u64) {
         for block_no in 0..FsTables::block_count(size_bytes, self.block_bytes_local) {
-            key.1 = block_no;
-            self.local.delete(&key);
+            self.local.remove(&(file_id, block_no));
         }
     }
 }

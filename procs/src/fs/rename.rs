@@ -5,7 +5,7 @@
 
 use crate::fs::access::{dir_key, read_path, Entry, Want};
 use crate::fs::path::{rebase_str, FsPath};
-use crate::fs::schema::{DirRow, EntryKind, FsTables, LocalBlock};
+use crate::fs::schema::{DirRow, EntryKind, FsTables};
 use crate::schema::PartitionDb;
 use tabos_engine::{ArgReader, Ctx, Row};
 use tabos_transport::Status;
@@ -77,32 +77,11 @@ impl FsTables {
             d_name: rebase_str(&old.d_name, from.as_str(), to.as_str()),
             ..old.clone()
         });
-        let moves: Vec<(String, DirRow)> = std::iter::once((row.path(), top))
-            .chain(below.iter().map(DirRow::path).zip(renamed))
-            .collect();
-        for (old_path, new) in moves {
-            if new.content_type == EntryKind::LocalFile {
-                self.rekey_local_blocks(&old_path, &new.path(), new.size_bytes);
-            }
+        // Blocks are keyed by file id: a rename moves no blocks.
+        for new in std::iter::once(top).chain(renamed) {
             self.dirs
                 .insert(new)
                 .expect("a moved entry fits where the old one was");
-        }
-    }
-
-    /// Move the localized blocks of the file `old` to the name `new`.
-    fn rekey_local_blocks(&mut self, old: &str, new: &str, size_bytes: u64) {
-        let mut key = (old.to_string(), 0);
-        for block_no in 0..FsTables::block_count(size_bytes, self.block_bytes_local) {
-            key.1 = block_no;
-            if let Some(block) = self.local.delete(&key) {
-                self.local
-                    .insert(LocalBlock {
-                        f_name: new.to_string(),
-                        ..block
-                    })
-                    .expect("a moved block fits where the old one was");
-            }
         }
     }
 }

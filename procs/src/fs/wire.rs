@@ -33,7 +33,7 @@ pub struct Stat {
     pub block_count: u64,
     /// Block size of this kind of file.
     pub block_bytes: u32,
-    /// Key of a parallel file's blocks (0 otherwise).
+    /// Key of the file's blocks (0 for a directory).
     pub file_id: u64,
 }
 

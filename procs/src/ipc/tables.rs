@@ -123,7 +123,7 @@ impl IpcTables {
             message_id,
             data,
         })?;
-        self.mailboxes.upsert(MailboxRow {
+        self.mailboxes.replace(MailboxRow {
             receiver_id,
             next_message_id,
             queued_count: queued_count + 1,
@@ -154,7 +154,7 @@ impl IpcTables {
             })
             .expect("a receiver with messages has a mailbox");
         if left == 0 {
-            self.mailboxes.delete(&receiver_id);
+            self.mailboxes.remove(&receiver_id);
         }
         Some(row)
     }

@@ -154,6 +154,23 @@ impl<R: Row> Table<R> {
         }
     }
 
+    /// Insert or replace without handing the old row back: the old row moves into the
+    /// undo log instead of being copied (what [`upsert`](Self::upsert) must do to
+    /// return it). `Err(Status::TableFull)` only when inserting a new key at `max_rows`.
+    pub fn replace(&mut self, row: R) -> Result<(), Status> {
+        match self.rows.entry(row.key()) {
+            Entry::Vacant(_) => self.insert(row),
+            Entry::Occupied(mut slot) => {
+                let key = slot.key().clone();
+                let new_sort = row.sort_key();
+                let old = slot.insert(row);
+                self.reindex(&key, old.sort_key(), new_sort);
+                self.undo.push(Undo::Replaced(old));
+                Ok(())
+            }
+        }
+    }
+
     /// Apply `f` to the row with `key`; `None` if there is none. The ordered index
     /// follows a changed sort key. `f` must not change the primary key (asserted).
     pub fn update<T>(&mut self, key: &R::Key, f: impl FnOnce(&mut R) -> T) -> Option<T> {
@@ -178,6 +195,17 @@ impl<R: Row> Table<R> {
         self.index_remove(key, old.sort_key());
         self.undo.push(Undo::Deleted(old.clone()));
         Some(old)
+    }
+
+    /// Delete the row with `key` without handing it back (it moves into the undo log
+    /// rather than being copied, as [`delete`](Self::delete) must). Whether it existed.
+    pub fn remove(&mut self, key: &R::Key) -> bool {
+        let Some(old) = self.rows.remove(key) else {
+            return false;
+        };
+        self.index_remove(key, old.sort_key());
+        self.undo.push(Undo::Deleted(old));
+        true
     }
 
     /// Every row, in no particular order.

@@ -105,7 +105,11 @@ fn random_operations_match_the_model() {
                     } else {
                         Err(Status::TableFull)
                     };
-                    assert_eq!(table.upsert(row), expected, "step {step}");
+                    if step % 2 == 0 {
+                        assert_eq!(table.upsert(row), expected, "step {step}");
+                    } else {
+                        assert_eq!(table.replace(row), expected.map(|_| ()), "step {step}");
+                    }
                 }
                 45..=69 => {
                     let edit = |r: &mut Item| {
@@ -116,7 +120,12 @@ fn random_operations_match_the_model() {
                     let expected = model.get_mut(&id).map(edit);
                     assert_eq!(table.update(&id, edit), expected, "step {step}");
                 }
-                70..=89 => assert_eq!(table.delete(&id), model.remove(&id), "step {step}"),
+                70..=79 => assert_eq!(table.delete(&id), model.remove(&id), "step {step}"),
+                80..=89 => assert_eq!(
+                    table.remove(&id),
+                    model.remove(&id).is_some(),
+                    "step {step}"
+                ),
                 90..=94 => {
                     table.commit();
                     committed = model.clone();
