@@ -14,7 +14,7 @@ use std::path::Path;
 pub struct Record {
     /// What was measured, e.g. `invoke-null`.
     pub workload: String,
-    /// Who served it, e.g. `tabos-shm` or a baseline such as `tcp-loopback`.
+    /// Who served it, e.g. `tabos-shm` or a baseline such as `tcp-blocking`.
     pub system: String,
     /// How it was measured (counts, depth, timing method).
     pub params: Map<String, Value>,

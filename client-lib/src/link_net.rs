@@ -54,10 +54,112 @@ pub(crate) struct NetLink {
     reader: FrameReader,
 }
 
-fn read_exact_msg<T: bytemuck::Pod>(stream: &mut TcpStream) -> io::Result<T> {
-    let mut raw = vec![0u8; std::mem::size_of::<T>()];
-    stream.read_exact(&mut raw)?;
-    Ok(bytemuck::pod_read_unaligned(&raw))
+/// How a link moves the handshake's fixed-size messages (TCP directly, RDMA as
+/// messages of its byte stream); [`client_handshake`] is the same over both.
+pub(crate) trait HandshakeIo {
+    /// Send all of `bytes`.
+    fn send_all(&mut self, bytes: &[u8]) -> Result<(), Error>;
+    /// Receive exactly one message of type `T`.
+    fn recv_msg<T: bytemuck::Pod>(&mut self) -> Result<T, Error>;
+}
+
+/// The client's side of the network handshake: NetHello, NetChallenge, NetProof
+/// (HMAC of the node's nonce with `secret`), Welcome. Errors name `target` and say
+/// what to check.
+pub(crate) fn client_handshake(
+    io: &mut impl HandshakeIo,
+    target: &str,
+    secret: &[u8],
+    act_as: Option<&str>,
+) -> Result<Welcome, Error> {
+    let fail =
+        |what: &str, e: &dyn std::fmt::Display| Error::Transport(format!("{what} {target}: {e}"));
+    let refused = |code: u32, hint: &str| {
+        Error::Transport(format!(
+            "tabosd at {target} refused the connection: {}{hint}",
+            Error::from_code(code)
+        ))
+    };
+    let hello = NetHello::new(ROLE_CLIENT, act_as);
+    io.send_all(bytemuck::bytes_of(&hello))?;
+    let challenge: NetChallenge = io.recv_msg()?;
+    if challenge.magic != NET_MAGIC {
+        return Err(fail("handshake with", &"not a tabos node (bad magic)"));
+    }
+    if challenge.status != 0 {
+        return Err(refused(challenge.status, ""));
+    }
+    let proof = prove(secret, &challenge.nonce, &hello);
+    io.send_all(bytemuck::bytes_of(&proof))?;
+    let welcome: Welcome = io.recv_msg().map_err(|e| {
+        Error::Transport(format!(
+            "{e} (a node closes the connection on a wrong secret)"
+        ))
+    })?;
+    if welcome.magic != HANDSHAKE_MAGIC || welcome.version != PROTOCOL_VERSION {
+        return Err(fail(
+            "handshake with",
+            &"server speaks another protocol version",
+        ));
+    }
+    if welcome.status != 0 {
+        return Err(refused(welcome.status, " (check --secret-file)"));
+    }
+    Ok(welcome)
+}
+
+/// A TCP connection to `target` (HOST:PORT) with Nagle off and the handshake's
+/// timeouts set; `hint` ends the error when nothing answers.
+pub(crate) fn connect_tcp(target: &str, hint: &str) -> Result<TcpStream, Error> {
+    let fail =
+        |what: &str, e: &dyn std::fmt::Display| Error::Transport(format!("{what} {target}: {e}"));
+    let addrs: Vec<_> = target
+        .to_socket_addrs()
+        .map_err(|e| fail("cannot resolve", &e))?
+        .collect();
+    let mut last = None;
+    for addr in addrs {
+        match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
+            Ok(stream) => {
+                stream
+                    .set_nodelay(true)
+                    .and_then(|()| stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT)))
+                    .and_then(|()| stream.set_write_timeout(Some(HANDSHAKE_TIMEOUT)))
+                    .map_err(|e| fail("socket option on", &e))?;
+                return Ok(stream);
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    let e = last.map_or("no address".to_string(), |e| e.to_string());
+    Err(Error::Transport(format!(
+        "cannot connect to tabosd at {target}: {e} ({hint})"
+    )))
+}
+
+/// How long connecting and the handshake may take.
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The handshake over a blocking TCP stream; I/O errors name `target`.
+struct TcpHandshake<'a> {
+    stream: &'a mut TcpStream,
+    target: &'a str,
+}
+
+impl HandshakeIo for TcpHandshake<'_> {
+    fn send_all(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        self.stream
+            .write_all(bytes)
+            .map_err(|e| Error::Transport(format!("handshake with {}: {e}", self.target)))
+    }
+
+    fn recv_msg<T: bytemuck::Pod>(&mut self) -> Result<T, Error> {
+        let mut raw = vec![0u8; std::mem::size_of::<T>()];
+        self.stream
+            .read_exact(&mut raw)
+            .map_err(|e| Error::Transport(format!("handshake with {}: {e}", self.target)))?;
+        Ok(bytemuck::pod_read_unaligned(&raw))
+    }
 }
 
 impl NetLink {
@@ -67,75 +169,22 @@ impl NetLink {
         secret: &[u8],
         act_as: Option<&str>,
     ) -> Result<(NetLink, Welcome), Error> {
+        let mut stream = connect_tcp(target, "is it running with --listen?")?;
+        let welcome = client_handshake(
+            &mut TcpHandshake {
+                stream: &mut stream,
+                target,
+            },
+            target,
+            secret,
+            act_as,
+        )?;
         let fail = |what: &str, e: &dyn std::fmt::Display| {
             Error::Transport(format!("{what} {target}: {e}"))
         };
-        let addrs: Vec<_> = target
-            .to_socket_addrs()
-            .map_err(|e| fail("cannot resolve", &e))?
-            .collect();
-        let mut last = None;
-        let mut stream = None;
-        for addr in addrs {
-            match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
-                Ok(s) => {
-                    stream = Some(s);
-                    break;
-                }
-                Err(e) => last = Some(e),
-            }
-        }
-        let mut stream = stream.ok_or_else(|| {
-            let e = last.map_or("no address".to_string(), |e| e.to_string());
-            Error::Transport(format!(
-                "cannot connect to tabosd at {target}: {e} (is it running with --listen?)"
-            ))
-        })?;
-        stream
-            .set_nodelay(true)
-            .map_err(|e| fail("socket option on", &e))?;
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .map_err(|e| fail("socket option on", &e))?;
-        let hello = NetHello::new(ROLE_CLIENT, act_as);
-        stream
-            .write_all(bytemuck::bytes_of(&hello))
-            .map_err(|e| fail("handshake with", &e))?;
-        let challenge: NetChallenge =
-            read_exact_msg(&mut stream).map_err(|e| fail("handshake with", &e))?;
-        if challenge.magic != NET_MAGIC {
-            return Err(fail("handshake with", &"not a tabos node (bad magic)"));
-        }
-        if challenge.status != 0 {
-            return Err(Error::Transport(format!(
-                "tabosd at {target} refused the connection: {}",
-                Error::from_code(challenge.status)
-            )));
-        }
-        let proof = prove(secret, &challenge.nonce, &hello);
-        stream
-            .write_all(bytemuck::bytes_of(&proof))
-            .map_err(|e| fail("handshake with", &e))?;
-        let welcome: Welcome = read_exact_msg(&mut stream).map_err(|e| {
-            fail(
-                "handshake with",
-                &format!("{e} (a node closes the connection on a wrong secret)"),
-            )
-        })?;
-        if welcome.magic != HANDSHAKE_MAGIC || welcome.version != PROTOCOL_VERSION {
-            return Err(fail(
-                "handshake with",
-                &"server speaks another protocol version",
-            ));
-        }
-        if welcome.status != 0 {
-            return Err(Error::Transport(format!(
-                "tabosd at {target} refused the connection: {} (check --secret-file)",
-                Error::from_code(welcome.status)
-            )));
-        }
         stream
             .set_read_timeout(None)
+            .and_then(|()| stream.set_write_timeout(None))
             .map_err(|e| fail("socket option on", &e))?;
         stream
             .set_nonblocking(true)

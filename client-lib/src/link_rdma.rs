@@ -14,26 +14,24 @@
 
 use crate::client::Completion;
 use crate::error::Error;
-use crate::link_net::stash_frames;
+use crate::link_net::{
+    client_handshake, connect_tcp, stash_frames, HandshakeIo, HANDSHAKE_TIMEOUT,
+};
 use crate::link_shm::{LIVENESS_CHECK, SPIN};
 use std::collections::VecDeque;
 use std::io::{self, Read};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 use tabos_transport::doorbell::{poll_fds, pollfd_in};
-use tabos_transport::handshake::{Welcome, HANDSHAKE_MAGIC};
-use tabos_transport::net::{
-    encode_frame, prove, FrameReader, NetChallenge, NetHello, NET_MAGIC, ROLE_CLIENT,
-};
+use tabos_transport::handshake::Welcome;
+use tabos_transport::net::{encode_frame, FrameReader};
 use tabos_transport::rdma::stream::STREAM_SLOT_COUNT;
 use tabos_transport::rdma::{dial, send_stream, stream_config, RdmaConnection, RdmaError};
-use tabos_transport::wire::{Header, PROTOCOL_VERSION};
+use tabos_transport::wire::Header;
 
 /// Most request bytes a client buffers before it sends them.
 const OUT_BYTES_MAX: usize = 4 << 20;
-/// How long connecting and the handshake may take.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most bytes the node may send before its welcome is complete.
 const HANDSHAKE_BYTES_MAX: usize = 4096;
 /// How long to look for the node's last messages once its TCP connection has ended
@@ -55,32 +53,22 @@ pub(crate) struct RdmaLink {
     message: Vec<u8>,
 }
 
-/// A TCP connection to `target` (HOST:PORT), with the handshake's timeouts set.
-fn connect_tcp(target: &str) -> Result<TcpStream, Error> {
-    let fail =
-        |what: &str, e: &dyn std::fmt::Display| Error::Transport(format!("{what} {target}: {e}"));
-    let addrs: Vec<_> = target
-        .to_socket_addrs()
-        .map_err(|e| fail("cannot resolve", &e))?
-        .collect();
-    let mut last = None;
-    for addr in addrs {
-        match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
-            Ok(stream) => {
-                stream
-                    .set_nodelay(true)
-                    .and_then(|()| stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT)))
-                    .and_then(|()| stream.set_write_timeout(Some(HANDSHAKE_TIMEOUT)))
-                    .map_err(|e| fail("socket option on", &e))?;
-                return Ok(stream);
-            }
-            Err(e) => last = Some(e),
-        }
+/// The handshake as messages of the RDMA byte stream; bytes after the welcome stay
+/// in `inbox` for the frame reader.
+struct RdmaHandshake<'a> {
+    link: &'a mut RdmaLink,
+    inbox: Vec<u8>,
+    deadline: Instant,
+}
+
+impl HandshakeIo for RdmaHandshake<'_> {
+    fn send_all(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        self.link.send_now(bytes, self.deadline)
     }
-    let e = last.map_or("no address".to_string(), |e| e.to_string());
-    Err(Error::Transport(format!(
-        "cannot connect to tabosd at {target}: {e} (is it running with --listen and --net rdma?)"
-    )))
+
+    fn recv_msg<T: bytemuck::Pod>(&mut self) -> Result<T, Error> {
+        self.link.read_msg(&mut self.inbox, self.deadline)
+    }
 }
 
 impl RdmaLink {
@@ -93,7 +81,7 @@ impl RdmaLink {
         let fail = |what: &str, e: &dyn std::fmt::Display| {
             Error::Transport(format!("{what} {target}: {e}"))
         };
-        let mut stream = connect_tcp(target)?;
+        let mut stream = connect_tcp(target, "is it running with --listen and --net rdma?")?;
         let config = stream_config()
             .with_env()
             .map_err(|e| fail("RDMA settings for", &e))?;
@@ -116,39 +104,13 @@ impl RdmaLink {
             reader: FrameReader::new(0),
             message: Vec::new(),
         };
-        let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
-        let mut inbox = Vec::new();
-        let hello = NetHello::new(ROLE_CLIENT, act_as);
-        link.send_now(bytemuck::bytes_of(&hello), deadline)?;
-        let challenge: NetChallenge = link.read_msg(&mut inbox, deadline)?;
-        if challenge.magic != NET_MAGIC {
-            return Err(fail("handshake with", &"not a tabos node (bad magic)"));
-        }
-        if challenge.status != 0 {
-            return Err(Error::Transport(format!(
-                "tabosd at {target} refused the connection: {}",
-                Error::from_code(challenge.status)
-            )));
-        }
-        let proof = prove(secret, &challenge.nonce, &hello);
-        link.send_now(bytemuck::bytes_of(&proof), deadline)?;
-        let welcome: Welcome = link.read_msg(&mut inbox, deadline).map_err(|e| {
-            Error::Transport(format!(
-                "{e} (a node closes the connection on a wrong secret)"
-            ))
-        })?;
-        if welcome.magic != HANDSHAKE_MAGIC || welcome.version != PROTOCOL_VERSION {
-            return Err(fail(
-                "handshake with",
-                &"server speaks another protocol version",
-            ));
-        }
-        if welcome.status != 0 {
-            return Err(Error::Transport(format!(
-                "tabosd at {target} refused the connection: {} (check --secret-file)",
-                Error::from_code(welcome.status)
-            )));
-        }
+        let mut handshake = RdmaHandshake {
+            link: &mut link,
+            inbox: Vec::new(),
+            deadline: Instant::now() + HANDSHAKE_TIMEOUT,
+        };
+        let welcome = client_handshake(&mut handshake, target, secret, act_as)?;
+        let inbox = handshake.inbox;
         link.reader = FrameReader::new(welcome.max_payload_bytes as usize + 4096);
         link.reader.extend(&inbox);
         Ok((link, welcome))
