@@ -550,7 +550,11 @@ impl Partition {
             self.counters
                 .procedures()
                 .map(|(id, c)| {
-                    let name = registry.get(id).map_or("(system)", |d| d.name);
+                    let name = registry
+                        .get(id)
+                        .map(|d| d.name)
+                        .or_else(|| ids::system_name(id))
+                        .unwrap_or("(unknown)");
                     let mean_ns = c.sampled_ns.checked_div(c.samples).unwrap_or(0);
                     serde_json::json!([id, name, c.calls, c.errors, mean_ns])
                 })

@@ -3,6 +3,7 @@
 mod fs;
 mod ipc;
 mod sched;
+mod sql;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -59,6 +60,9 @@ enum Command {
     /// The filesystem.
     #[command(subcommand)]
     Fs(fs::FsCommand),
+    /// Read-only SQL over every table of every partition and node, and the system
+    /// tables (partitions, connections, procedures, log, nodes).
+    Sql(sql::SqlArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -153,6 +157,7 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Sched(cmd) => return sched::run(&mut client, cmd),
         Command::Ipc(cmd) => return ipc::run(&mut client, cmd),
         Command::Fs(cmd) => return fs::run(&mut client, cmd),
+        Command::Sql(args) => return Ok(sql::run(&mut client, args)),
         Command::Kv(KvCommand::Del { key }) => {
             if !client.kv_delete(key.as_bytes())? {
                 eprintln!("tabos: no value under key `{key}`");
