@@ -494,17 +494,21 @@ fn path_user<'a>(pattern: &'a str, wild: &[char], exact: bool) -> Option<&'a str
     (!user.is_empty()).then_some(user)
 }
 
-/// A JSON field value as SQL: byte strings (arrays of small numbers) are TEXT when
+/// A JSON field value as SQL: u64 values above `i64::MAX` wrap to negative integers;
+/// byte strings (arrays of small numbers) are TEXT when
 /// they are UTF-8 and BLOB otherwise; other arrays and objects are their JSON text.
 fn json_to_sql(v: serde_json::Value) -> Value {
     use serde_json::Value as J;
     match v {
         J::Null => Value::Null,
         J::Bool(b) => Value::Integer(i64::from(b)),
-        J::Number(n) => match (n.as_i64(), n.as_f64()) {
-            (Some(i), _) => Value::Integer(i),
-            (None, Some(f)) => Value::Real(f),
-            (None, None) => Value::Text(n.to_string()),
+        // SQLite integers are i64: a u64 above i64::MAX (random ids) keeps its bits as
+        // a negative integer, so it stays exact and equal to itself in joins.
+        J::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
+            (Some(i), _, _) => Value::Integer(i),
+            (None, Some(u), _) => Value::Integer(u as i64),
+            (None, None, Some(f)) => Value::Real(f),
+            (None, None, None) => Value::Text(n.to_string()),
         },
         J::String(s) => Value::Text(s),
         J::Array(items) => {
@@ -638,6 +642,7 @@ mod tests {
         assert_eq!(json_to_sql(json!([104, 105])), Value::Text("hi".into()));
         assert_eq!(json_to_sql(json!([255, 0])), Value::Blob(vec![255, 0]));
         assert_eq!(json_to_sql(json!(7)), Value::Integer(7));
+        assert_eq!(json_to_sql(json!(u64::MAX)), Value::Integer(-1));
         assert_eq!(json_to_sql(json!(null)), Value::Null);
         assert_eq!(json_to_sql(json!("Dir")), Value::Text("Dir".into()));
         assert_eq!(json_to_sql(json!([1, 300])), Value::Text("[1,300]".into()));
