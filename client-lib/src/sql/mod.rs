@@ -143,7 +143,14 @@ impl From<rusqlite::Error> for SqlError {
 }
 
 fn is_write_refusal(msg: &str) -> bool {
-    msg.contains("may not be modified") || msg.contains("readonly") || msg.contains("query_only")
+    [
+        "may not be modified",
+        "may not be dropped",
+        "readonly",
+        "query_only",
+    ]
+    .iter()
+    .any(|m| msg.contains(m))
 }
 
 impl Client {
