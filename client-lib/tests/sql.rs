@@ -51,10 +51,7 @@ fn writes_are_refused_and_bad_sql_shows_its_position() {
     assert_eq!(*offset, Some(9), "offset of FRM");
     let text = e.to_string();
     assert!(text.contains("near \"FRM\""), "{text}");
-    assert!(
-        text.ends_with("  SELECT * FRM kv\n           ^"),
-        "{text}"
-    );
+    assert!(text.ends_with("  SELECT * FRM kv\n           ^"), "{text}");
     let e = c.query("SELECT nope FROM kv").expect_err("no such column");
     assert!(e.to_string().contains("no such column: nope"), "{e}");
     let e = c

@@ -40,6 +40,9 @@ pub struct ScanCounters {
     pub rows: u64,
     /// Global ids of the partitions scanned.
     pub partitions: BTreeSet<u32>,
+    /// Longest round trip of one `sql_scan` call, nanoseconds: it bounds from above
+    /// how long the query held any partition at once.
+    pub chunk_ns_max: u64,
 }
 
 /// The result of [`Client::query`].
@@ -222,6 +225,7 @@ thread_local! {
                 chunks: 0,
                 rows: 0,
                 partitions: BTreeSet::new(),
+                chunk_ns_max: 0,
             }),
         }
     };
@@ -265,11 +269,12 @@ fn with_client<T>(f: impl FnOnce(&mut Client, u32) -> Result<T, Error>) -> Resul
     })
 }
 
-/// Count one chunk read from `partition`.
-fn count_chunk(partition: u32, rows: usize) {
+/// Count one chunk read from `partition` in a round trip of `ns`.
+fn count_chunk(partition: u32, rows: usize, ns: u64) {
     ACTIVE.with(|a| {
         let mut s = a.scans.take();
         s.chunks += 1;
+        s.chunk_ns_max = s.chunk_ns_max.max(ns);
         s.rows += rows as u64;
         s.partitions.insert(partition);
         a.scans.set(s);

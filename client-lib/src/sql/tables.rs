@@ -336,6 +336,7 @@ impl TabosCursor<'_> {
             }
             let partition = self.targets[self.target];
             let cursor = self.next;
+            let started = std::time::Instant::now();
             let chunk = with_client(|client, chunk_rows| {
                 let max_bytes = client.max_payload_bytes() as u32;
                 let args = scan_args(table.id, cursor, chunk_rows, max_bytes);
@@ -352,7 +353,8 @@ impl TabosCursor<'_> {
                     "bad sql_scan reply from partition {partition}: {s:?}"
                 ))
             })?;
-            count_chunk(partition, chunk.rows.len());
+            let ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            count_chunk(partition, chunk.rows.len(), ns);
             self.rows.clear();
             self.row = 0;
             for row in &chunk.rows {
