@@ -78,6 +78,7 @@ impl SysTable {
                 "calls",
                 "errors",
                 "mean_ns",
+                "max_ns",
             ],
             SysTable::Log => &[
                 "partition",
@@ -357,10 +358,15 @@ impl TabosCursor<'_> {
             count_chunk(partition, chunk.rows.len(), ns);
             self.rows.clear();
             self.row = 0;
+            let columns = table.columns();
             for row in &chunk.rows {
-                let fields: Vec<serde_json::Value> = serde_json::from_slice(row)
-                    .map_err(|e| err(format!("bad row from partition {partition}: {e}")))?;
-                let mut values: Vec<Value> = fields.into_iter().map(json_to_sql).collect();
+                let mut fields: serde_json::Map<String, serde_json::Value> =
+                    serde_json::from_slice(row)
+                        .map_err(|e| err(format!("bad row from partition {partition}: {e}")))?;
+                let mut values: Vec<Value> = columns
+                    .iter()
+                    .map(|c| fields.remove(*c).map_or(Value::Null, json_to_sql))
+                    .collect();
                 values.push(Value::Integer(i64::from(partition)));
                 if values.len() != self.width {
                     return Err(err(format!(

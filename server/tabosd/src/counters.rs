@@ -2,6 +2,8 @@
 //!
 //! Owned by the partition thread. The hot-path cost is two counter bumps per call; one
 //! call in [`SAMPLE_EVERY`] also reads the clock twice and bumps a histogram bucket.
+//! Every `sql_scan` call is timed (it is the call whose length is the stall a SQL
+//! query causes), so its `max_ns` is the longest a scan held the partition.
 //! These feed the `sys_partitions` and `sys_procedures` SQL tables.
 
 use std::time::Instant;
@@ -23,6 +25,8 @@ pub struct ProcCounters {
     pub sampled_ns: u64,
     /// Samples in `sampled_ns`.
     pub samples: u64,
+    /// Longest sampled call, nanoseconds.
+    pub max_ns: u64,
 }
 
 /// The counters of one partition.
@@ -44,11 +48,11 @@ impl Default for CallCounters {
 }
 
 impl CallCounters {
-    /// Call at the start of a call: `Some` when this call is sampled.
+    /// Call at the start of a call of `proc_id`: `Some` when this call is timed.
     #[inline]
-    pub fn start(&mut self) -> Option<Instant> {
+    pub fn start(&mut self, proc_id: u32) -> Option<Instant> {
         self.tick = self.tick.wrapping_add(1);
-        if self.tick.is_multiple_of(SAMPLE_EVERY) {
+        if self.tick.is_multiple_of(SAMPLE_EVERY) || proc_id == tabos_procs::ids::SQL_SCAN {
             Some(Instant::now())
         } else {
             None
@@ -70,6 +74,7 @@ impl CallCounters {
                 .max(1);
             c.sampled_ns = c.sampled_ns.saturating_add(ns);
             c.samples += 1;
+            c.max_ns = c.max_ns.max(ns);
             let bucket = (63 - ns.leading_zeros() as usize).min(BUCKETS - 1);
             self.histogram[bucket] += 1;
         }
@@ -113,7 +118,7 @@ mod tests {
     fn counts_every_call_and_samples_one_in_64() {
         let mut c = CallCounters::default();
         for i in 0..640u32 {
-            let t = c.start();
+            let t = c.start(10);
             c.finish(
                 10,
                 if i % 10 == 0 {
@@ -135,5 +140,10 @@ mod tests {
         assert!(c.latency_ns(1.0) >= 2_000_000);
         assert_eq!(c.procedures().last().unwrap().0, (PROC_SLOTS - 1) as u32);
         assert_eq!(CallCounters::default().latency_ns(0.99), 0);
+        let mut scans = CallCounters::default();
+        let t = scans.start(tabos_procs::ids::SQL_SCAN);
+        assert!(t.is_some(), "every scan is timed");
+        scans.finish(tabos_procs::ids::SQL_SCAN, Status::Ok, t);
+        assert!(scans.procedures().next().unwrap().1.max_ns > 0);
     }
 }

@@ -307,7 +307,7 @@ impl Partition {
         self.calls += 1;
         self.ports[index].calls += 1;
         self.reply.clear();
-        let started = self.counters.start();
+        let started = self.counters.start(request.proc_id);
         let status = self.execute_request(index, request, args);
         let Some(status) = status else {
             return Ok(()); // a replicated write or a parked wait: answered later
@@ -556,7 +556,7 @@ impl Partition {
                         .or_else(|| ids::system_name(id))
                         .unwrap_or("(unknown)");
                     let mean_ns = c.sampled_ns.checked_div(c.samples).unwrap_or(0);
-                    serde_json::json!([id, name, c.calls, c.errors, mean_ns])
+                    serde_json::json!([id, name, c.calls, c.errors, mean_ns, c.max_ns])
                 })
                 .collect()
         } else {
