@@ -303,10 +303,13 @@ fn stall(target: &Target, settings: &Settings, config: &SqlConfig) -> Result<Vec
             "chunk_round_trip_us_max".into(),
             (scans.chunk_ns_max as f64 / 1000.0).into(),
         );
-        record.params.insert(
-            "scan_call_us_max_at_partition".into(),
-            scan_call_max_us(target)?.into(),
-        );
+        let (mean_us, max_us) = scan_call_us(target)?;
+        record
+            .params
+            .insert("scan_call_us_mean_at_partition".into(), mean_us.into());
+        record
+            .params
+            .insert("scan_call_us_max_at_partition".into(), max_us.into());
         report::progress(&record);
         records.push(record);
         let secs = scans.busy.as_secs_f64();
@@ -330,16 +333,21 @@ fn stall(target: &Target, settings: &Settings, config: &SqlConfig) -> Result<Vec
     Ok(records)
 }
 
-/// The longest `sql_scan` call partition 0 ran so far (it times every one), in
-/// microseconds: the longest a scan chunk held the partition.
-fn scan_call_max_us(target: &Target) -> Result<f64, Error> {
+/// The mean and longest `sql_scan` call partition 0 ran so far (it times every one),
+/// in microseconds: how long a scan chunk held the partition.
+fn scan_call_us(target: &Target) -> Result<(f64, f64), Error> {
     let mut c = target.connect()?;
     let r = c
-        .query("SELECT max_ns FROM sys_procedures WHERE name = 'sql_scan' AND partition = 0")
+        .query(
+            "SELECT mean_ns, max_ns FROM sys_procedures \
+             WHERE name = 'sql_scan' AND partition = 0",
+        )
         .map_err(|e| Error::call("sys_procedures", e))?;
-    match r.rows.first().and_then(|row| row.first()) {
-        Some(SqlValue::Integer(ns)) => Ok(*ns as f64 / 1000.0),
-        other => Err(Error::call("sys_procedures", format!("max_ns {other:?}"))),
+    match r.rows.first().map(Vec::as_slice) {
+        Some([SqlValue::Integer(mean), SqlValue::Integer(max)]) => {
+            Ok((*mean as f64 / 1000.0, *max as f64 / 1000.0))
+        }
+        other => Err(Error::call("sys_procedures", format!("{other:?}"))),
     }
 }
 
@@ -447,9 +455,11 @@ pub fn ratios(records: &[Record]) -> Vec<String> {
         let get = |k: &str| r.params.get(k).and_then(Value::as_f64);
         if let (Some(max), Some(chunk)) = (get("max_us"), get("chunk_rows")) {
             lines.push(format!(
-                "sql-stall: {chunk}-row chunks: longest sql_scan call at the partition {:.0} us, \
+                "sql-stall: {chunk}-row chunks: sql_scan call at the partition mean {:.0} us, \
+                 longest {:.0} us, \
                  longest chunk round trip {:.0} us; longest null call during full scans \
                  {max:.0} us (p99 {:.0} us), without scans {:.0} us",
+                get("scan_call_us_mean_at_partition").unwrap_or(0.0),
                 get("scan_call_us_max_at_partition").unwrap_or(0.0),
                 get("chunk_round_trip_us_max").unwrap_or(0.0),
                 r.p99_us.unwrap_or(0.0),
