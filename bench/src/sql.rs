@@ -16,9 +16,11 @@
 //!   the scanner's own CPU time on that core: it bounds the partition's stall from
 //!   above. The record also carries the longest round trip of one `sql_scan` chunk
 //!   the scanner saw (`chunk_round_trip_us_max`), and the partition's own longest
-//!   `sql_scan` call (`scan_call_us_max_at_partition`, from `sys_procedures.max_ns`:
-//!   every scan call is timed at the partition; the maximum is over the whole run so
-//!   far, and chunk sizes run in the order given): the longest a chunk held it.
+//!   `sql_scan` calls, timed at the partition (every one is; from `sys_procedures`):
+//!   `scan_call_us_mean_at_partition` over this measurement, the time a chunk holds
+//!   the partition, and `scan_call_us_max_at_partition`, the longest so far in the
+//!   whole run (a maximum cannot be reset; on a loaded machine it is mostly the
+//!   partition thread being preempted, as the no-scan maximum shows).
 //! - `sql-scan`: rows per second of those full scans.
 
 use crate::baseline::ext4::{self, BaselineDir};
@@ -270,6 +272,7 @@ fn stall(target: &Target, settings: &Settings, config: &SqlConfig) -> Result<Vec
             "[sql-stall] {SYSTEM}, null calls during full scans ({chunk_rows}-row chunks): {:.1} s",
             config.per_run.as_secs_f64()
         );
+        let before = scan_calls(target)?;
         let stop = AtomicBool::new(false);
         let (probed, scanner) = std::thread::scope(|scope| {
             let scanner = scope.spawn(|| -> Result<Scans, Error> {
@@ -303,7 +306,10 @@ fn stall(target: &Target, settings: &Settings, config: &SqlConfig) -> Result<Vec
             "chunk_round_trip_us_max".into(),
             (scans.chunk_ns_max as f64 / 1000.0).into(),
         );
-        let (mean_us, max_us) = scan_call_us(target)?;
+        let after = scan_calls(target)?;
+        let calls = after.calls.saturating_sub(before.calls).max(1);
+        let mean_us = after.total_ns.saturating_sub(before.total_ns) as f64 / calls as f64 / 1e3;
+        let max_us = after.max_ns as f64 / 1e3;
         record
             .params
             .insert("scan_call_us_mean_at_partition".into(), mean_us.into());
@@ -333,21 +339,39 @@ fn stall(target: &Target, settings: &Settings, config: &SqlConfig) -> Result<Vec
     Ok(records)
 }
 
-/// The mean and longest `sql_scan` call partition 0 ran so far (it times every one),
-/// in microseconds: how long a scan chunk held the partition.
-fn scan_call_us(target: &Target) -> Result<(f64, f64), Error> {
+/// Partition 0's `sql_scan` counters (it times every such call).
+#[derive(Debug, Clone, Copy)]
+struct ScanCalls {
+    calls: u64,
+    /// Sum of their times (from the mean), nanoseconds.
+    total_ns: u64,
+    /// Longest so far in the run, nanoseconds.
+    max_ns: u64,
+}
+
+/// Read [`ScanCalls`] from `sys_procedures`; zeros before the first scan.
+fn scan_calls(target: &Target) -> Result<ScanCalls, Error> {
     let mut c = target.connect()?;
     let r = c
         .query(
-            "SELECT mean_ns, max_ns FROM sys_procedures \
+            "SELECT calls, mean_ns, max_ns FROM sys_procedures \
              WHERE name = 'sql_scan' AND partition = 0",
         )
         .map_err(|e| Error::call("sys_procedures", e))?;
     match r.rows.first().map(Vec::as_slice) {
-        Some([SqlValue::Integer(mean), SqlValue::Integer(max)]) => {
-            Ok((*mean as f64 / 1000.0, *max as f64 / 1000.0))
+        None => Ok(ScanCalls {
+            calls: 0,
+            total_ns: 0,
+            max_ns: 0,
+        }),
+        Some([SqlValue::Integer(calls), SqlValue::Integer(mean), SqlValue::Integer(max)]) => {
+            Ok(ScanCalls {
+                calls: *calls as u64,
+                total_ns: (*calls as u64).saturating_mul(*mean as u64),
+                max_ns: *max as u64,
+            })
         }
-        other => Err(Error::call("sys_procedures", format!("{other:?}"))),
+        Some(other) => Err(Error::call("sys_procedures", format!("{other:?}"))),
     }
 }
 
