@@ -6,7 +6,10 @@
 //! query causes), so its `max_ns` is the longest a scan held the partition.
 //! These feed the `sys_partitions` and `sys_procedures` SQL tables.
 
+use crate::port::Port;
 use std::time::Instant;
+use tabos_engine::Registry;
+use tabos_procs::{ids, PartitionDb};
 use tabos_transport::Status;
 
 /// One call in this many is timed.
@@ -107,6 +110,42 @@ impl CallCounters {
             .filter(|(_, c)| c.calls > 0)
             .map(|(id, c)| (id as u32, c))
     }
+}
+
+/// Write the rows of `sys_procedures` (`proc_id` [`ids::SYS_PROCEDURES`]) or
+/// `sys_connections` into `reply` as a JSON array of arrays; `PayloadTooLarge` (and an
+/// empty reply) when they exceed `max_reply_bytes`.
+pub fn system_rows(
+    proc_id: u32,
+    counters: &CallCounters,
+    registry: &Registry<PartitionDb>,
+    ports: &[Port],
+    reply: &mut Vec<u8>,
+    max_reply_bytes: usize,
+) -> Status {
+    assert!(reply.is_empty(), "a system reply starts empty");
+    let rows: Vec<serde_json::Value> = if proc_id == ids::SYS_PROCEDURES {
+        counters
+            .procedures()
+            .map(|(id, c)| {
+                let name = registry
+                    .get(id)
+                    .map(|d| d.name)
+                    .or_else(|| ids::system_name(id))
+                    .unwrap_or("(unknown)");
+                let mean_ns = c.sampled_ns.checked_div(c.samples).unwrap_or(0);
+                serde_json::json!([id, name, c.calls, c.errors, mean_ns, c.max_ns])
+            })
+            .collect()
+    } else {
+        ports.iter().map(Port::sql_row).collect()
+    };
+    serde_json::to_writer(&mut *reply, &rows).expect("JSON into a Vec never fails");
+    if reply.len() > max_reply_bytes {
+        reply.clear();
+        return Status::PayloadTooLarge;
+    }
+    Status::Ok
 }
 
 #[cfg(test)]

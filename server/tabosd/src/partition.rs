@@ -369,7 +369,18 @@ impl Partition {
             return Some(Status::Ok);
         }
         if request.proc_id == ids::SYS_PROCEDURES || request.proc_id == ids::SYS_CONNECTIONS {
-            return Some(self.system_rows(request.proc_id));
+            let (counters, ports) = (&self.counters, &self.ports);
+            let max = self.node.max_payload_bytes;
+            let registry = &self.node.registry;
+            let status = crate::counters::system_rows(
+                request.proc_id,
+                counters,
+                registry,
+                ports,
+                &mut self.reply,
+                max,
+            );
+            return Some(status);
         }
         if request.proc_id == ids::SYS_CLUSTER_MAP {
             encode_cluster_map(&self.node.map, &mut self.reply);
@@ -541,33 +552,6 @@ impl Partition {
             return Some(Instant::now() + RETRY_NAP);
         }
         self.parked.iter().map(|p| p.deadline).min()
-    }
-
-    /// The rows of `sys_procedures` or `sys_connections` as a JSON array of arrays.
-    fn system_rows(&mut self, proc_id: u32) -> Status {
-        let rows: Vec<serde_json::Value> = if proc_id == ids::SYS_PROCEDURES {
-            let registry = &self.node.registry;
-            self.counters
-                .procedures()
-                .map(|(id, c)| {
-                    let name = registry
-                        .get(id)
-                        .map(|d| d.name)
-                        .or_else(|| ids::system_name(id))
-                        .unwrap_or("(unknown)");
-                    let mean_ns = c.sampled_ns.checked_div(c.samples).unwrap_or(0);
-                    serde_json::json!([id, name, c.calls, c.errors, mean_ns, c.max_ns])
-                })
-                .collect()
-        } else {
-            self.ports.iter().map(crate::port::Port::sql_row).collect()
-        };
-        serde_json::to_writer(&mut self.reply, &rows).expect("JSON into a Vec never fails");
-        if self.reply.len() > self.node.max_payload_bytes {
-            self.reply.clear();
-            return Status::PayloadTooLarge;
-        }
-        Status::Ok
     }
 
     fn stats(&self) -> PartitionStats {
