@@ -2,9 +2,9 @@
 //! to end with `--quick --json` (starting and stopping its own tabosd) and writes
 //! every expected record with a positive throughput; never asserts on speed. The runs
 //! take turns (one benchmark at a time), as parallel runs would only slow each other
-//! down. The PostgreSQL records
-//! are expected where PostgreSQL is installed (CI runs scripts/install-postgres.sh);
-//! elsewhere the runs leave them out with `--no-postgres` and say so.
+//! down. The PostgreSQL records are expected where PostgreSQL is installed (CI runs
+//! scripts/install-postgres.sh); elsewhere the runs leave them out with
+//! `--no-postgres` and say so.
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
