@@ -2,7 +2,8 @@
 //! are refused with a message naming the procedures, bad SQL reports SQLite's message
 //! and its position, a chunked scan under concurrent writes returns every stable row
 //! exactly once, an equality on the partition key runs `sql_scan` on one partition
-//! only (by the server's own counters), and the CLI prints tables, CSV and JSON.
+//! only (by the server's own counters), the CLI prints tables, CSV and JSON, and bad
+//! `sql_scan` requests get a status while the partition serves on.
 
 mod common;
 
@@ -245,4 +246,38 @@ fn the_cli_prints_a_table_csv_and_json() {
     ] {
         assert!(out.contains(name), "{name} in {out}");
     }
+}
+
+#[test]
+fn bad_scan_requests_get_a_status_and_the_partition_serves_on() {
+    use tabos_client::{ids, Error, Status};
+    use tabos_procs::builtin::scan::{scan_args, SCAN_DONE};
+    let daemon = Daemon::start("sql-hostile");
+    let mut c = Client::connect(daemon.socket()).unwrap();
+    c.kv_put(b"k", b"v").unwrap();
+    let status = |r: Result<Vec<u8>, Error>| match r {
+        Err(Error::Status(s)) => s,
+        other => panic!("expected a status, got {other:?}"),
+    };
+    let p = c.partition_for_key(b"k");
+    for (args, want) in [
+        (scan_args(999, 0, 10, 1 << 16), Status::NotFound),
+        (scan_args(1, 0, 0, 1 << 16), Status::BadArgs),
+        (scan_args(1, 0, 1_000_000, 1 << 16), Status::BadArgs),
+        (scan_args(1, SCAN_DONE, 10, 1 << 16), Status::BadArgs),
+        (scan_args(1, 0, 10, 3), Status::PayloadTooLarge),
+        (vec![1, 2, 3], Status::BadArgs),
+    ] {
+        assert_eq!(status(c.call(ids::SQL_SCAN, p, &args)), want, "{args:?}");
+    }
+    // A cursor far past the end is an empty, finished chunk.
+    let reply = c
+        .call(ids::SQL_SCAN, p, &scan_args(1, u64::MAX - 1, 10, 1 << 16))
+        .unwrap();
+    let chunk = tabos_procs::builtin::scan::decode_scan_reply(&reply).unwrap();
+    assert_eq!((chunk.rows.len(), chunk.next), (0, SCAN_DONE));
+    assert_eq!(
+        c.query("SELECT value FROM kv").unwrap().rows,
+        [[Value::Text("v".into())]]
+    );
 }
