@@ -5,19 +5,7 @@ use std::process::ExitCode;
 use tabos_client::sql::{format_csv, format_json, format_table, table_names, QueryOptions};
 use tabos_client::Client;
 
-/// Run one read-only SQL statement (SQLite's dialect) over every table of every
-/// partition on every node, and the system tables.
-///
-/// Tables: the services' tables (each with a `_partition` column naming the partition
-/// a row came from) and sys_partitions, sys_connections, sys_procedures, sys_log,
-/// sys_nodes; `tabos sql --tables` lists them. An equality on a partition key
-/// (`_partition`, kv `key`, ipc `receiver_id`, a `/<user>/...` path or path prefix in
-/// fs_directory.d_name / fs_localized_file.f_name) reads that partition only. Each
-/// partition is read in chunks between its transactions; a query is not a snapshot
-/// across chunks or partitions. Writes are refused: use the procedures.
-///
-/// Example: tabos sql "SELECT d_name, content, size_bytes FROM fs_directory ORDER BY
-/// size_bytes DESC LIMIT 10"
+/// The flags of `tabos sql` (its help text is on the subcommand in main.rs).
 #[derive(Args, Debug)]
 pub struct SqlArgs {
     /// The statement (omit with --tables).
