@@ -14,6 +14,7 @@
 //! deleted or changed meanwhile may be seen in its old state, its new state, or not at
 //! all (never twice). Replicated tables are read from one partition.
 
+mod decode;
 mod format;
 mod tables;
 

@@ -360,13 +360,8 @@ impl TabosCursor<'_> {
             self.row = 0;
             let columns = table.columns();
             for row in &chunk.rows {
-                let mut fields: serde_json::Map<String, serde_json::Value> =
-                    serde_json::from_slice(row)
-                        .map_err(|e| err(format!("bad row from partition {partition}: {e}")))?;
-                let mut values: Vec<Value> = columns
-                    .iter()
-                    .map(|c| fields.remove(*c).map_or(Value::Null, json_to_sql))
-                    .collect();
+                let mut values = super::decode::decode_row(row, columns)
+                    .map_err(|e| err(format!("bad row from partition {partition}: {e}")))?;
                 values.push(Value::Integer(i64::from(partition)));
                 if values.len() != self.width {
                     return Err(err(format!(
