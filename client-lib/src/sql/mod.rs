@@ -10,9 +10,10 @@
 //! Consistency: each chunk is a consistent read of one partition at one point of its
 //! serial order (it is one read-only transaction). A query is *not* a snapshot: chunks
 //! of one partition are read at different points, and partitions are read one after
-//! another. A row present for the whole query is seen exactly once; a row inserted,
-//! deleted or changed meanwhile may be seen in its old state, its new state, or not at
-//! all (never twice). Replicated tables are read from one partition.
+//! another. A row present for the whole query (updated in place or not) is seen
+//! exactly once, as of its chunk; a row inserted or deleted meanwhile may or may not
+//! be seen; a row deleted and inserted again under the same key meanwhile may be seen
+//! once per life. Replicated tables are read from one partition.
 
 mod decode;
 mod format;

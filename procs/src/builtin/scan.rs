@@ -6,7 +6,8 @@
 //! serial order, and the longest a scan can hold the partition is one chunk (bounded by
 //! rows, bytes and slots looked at). The cursor is a slot of the table's slab (see
 //! `tabos_engine::Table::scan_from`): a row present for the whole scan is returned
-//! exactly once; one inserted or deleted between chunks may or may not be.
+//! exactly once; one inserted or deleted between chunks may or may not be (a key
+//! deleted and inserted again is a new row, in a new slot: it may be returned twice).
 //!
 //! Arguments: `u32 table id, u64 cursor, u32 max rows, u32 max bytes`. Reply:
 //! `u64 next cursor` ([`SCAN_DONE`] when the table is exhausted), `u32 row count`, then

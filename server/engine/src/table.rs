@@ -6,7 +6,8 @@
 //! transactions and needs a cursor that survives writes in between. A row keeps its slot
 //! for its whole life (updates replace it in place), so "the next slot after the last one
 //! returned" is such a cursor: a row present for the whole scan is returned exactly once;
-//! a row inserted or deleted meanwhile may or may not be. Freed slots are reused last in,
+//! a row inserted or deleted meanwhile may or may not be (a key deleted and inserted
+//! again gets a new slot, so it may be returned once per life). Freed slots are reused last in,
 //! first out, so a rollback (which undoes newest first) puts every deleted row back in
 //! the slot it had.
 
