@@ -278,7 +278,10 @@ fn stall(target: &Target, settings: &Settings, config: &SqlConfig) -> Result<Vec
             let scanner = scope.spawn(|| -> Result<Scans, Error> {
                 measure::pin_current(settings.client_core);
                 let mut c = target.connect()?;
-                let options = QueryOptions { chunk_rows };
+                let options = QueryOptions {
+                    chunk_rows,
+                    ..QueryOptions::default()
+                };
                 let mut scans = Scans::default();
                 while !stop.load(Ordering::Relaxed) {
                     let start = Instant::now();

@@ -98,7 +98,10 @@ fn a_chunked_scan_under_concurrent_writes_returns_stable_rows_once() {
             n
         })
     };
-    let options = QueryOptions { chunk_rows: 16 };
+    let options = QueryOptions {
+        chunk_rows: 16,
+        ..QueryOptions::default()
+    };
     let mut rounds = 0;
     for _ in 0..3 {
         let got = c.query_with("SELECT key FROM kv", options).unwrap();

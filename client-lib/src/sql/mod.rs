@@ -32,6 +32,9 @@ use std::ptr::NonNull;
 
 /// Rows of one chunk when none is asked for.
 pub const CHUNK_ROWS_DEFAULT: u32 = 256;
+/// Most result rows a query returns when none is asked for (results are held in
+/// memory).
+pub const RESULT_ROWS_MAX_DEFAULT: usize = 1_000_000;
 
 /// What a query read, besides its rows: which partitions it touched and how.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -64,12 +67,16 @@ pub struct QueryOptions {
     /// Most rows one `sql_scan` call returns (1..=4096): the longest a query holds a
     /// partition is one such chunk.
     pub chunk_rows: u32,
+    /// Most rows the result may hold; a query with more fails with
+    /// [`SqlError::TooManyRows`] (add a `LIMIT`, or raise this).
+    pub result_rows_max: usize,
 }
 
 impl Default for QueryOptions {
     fn default() -> Self {
         QueryOptions {
             chunk_rows: CHUNK_ROWS_DEFAULT,
+            result_rows_max: RESULT_ROWS_MAX_DEFAULT,
         }
     }
 }
@@ -90,6 +97,8 @@ pub enum SqlError {
     Engine(String),
     /// More than one statement, or none.
     NotOneStatement,
+    /// The result has more rows than [`QueryOptions::result_rows_max`].
+    TooManyRows(usize),
 }
 
 /// What a refused write says.
@@ -122,6 +131,11 @@ impl fmt::Display for SqlError {
             }
             SqlError::Engine(message) => write!(f, "SQL error: {message}"),
             SqlError::NotOneStatement => f.write_str("SQL error: give exactly one statement"),
+            SqlError::TooManyRows(max) => write!(
+                f,
+                "SQL error: the result has more than {max} rows: add a LIMIT or raise the \
+                 maximum (tabos sql --max-rows)"
+            ),
         }
     }
 }
@@ -193,6 +207,9 @@ impl Client {
         let mut rows = Vec::new();
         let mut cursor = stmt.raw_query();
         while let Some(row) = cursor.next()? {
+            if rows.len() == options.result_rows_max {
+                return Err(SqlError::TooManyRows(options.result_rows_max));
+            }
             let mut values = Vec::with_capacity(width);
             for i in 0..width {
                 values.push(row.get::<_, Value>(i)?);

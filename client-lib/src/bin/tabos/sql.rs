@@ -21,6 +21,10 @@ pub struct SqlArgs {
     /// partition is one chunk. Default 256.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=4096))]
     chunk_rows: u32,
+    /// Most result rows (they are held in memory); a query with more fails and says
+    /// so. Default 1000000.
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    max_rows: u64,
     /// List the tables and exit.
     #[arg(long)]
     tables: bool,
@@ -36,6 +40,7 @@ pub fn run(client: &mut Client, args: SqlArgs) -> ExitCode {
     let sql = args.sql.unwrap_or_default();
     let options = QueryOptions {
         chunk_rows: args.chunk_rows,
+        result_rows_max: usize::try_from(args.max_rows).unwrap_or(usize::MAX),
     };
     match client.query_with(&sql, options) {
         Ok(result) => {
