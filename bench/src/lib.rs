@@ -6,7 +6,7 @@
 //! - [`measure`]: latency histograms, timer overhead, core pinning;
 //! - [`machine`]: what the run was measured on;
 //! - [`report`]: JSON records and the markdown summary;
-//! - one module per workload ([`invoke`], [`sched`], [`ipc`], [`fs`]), and
+//! - one module per workload ([`invoke`], [`sched`], [`ipc`], [`fs`], [`sql`]), and
 //!   [`baseline`] for what tabos is compared with (a system call, loopback TCP, the
 //!   Linux filesystem).
 //!
@@ -37,6 +37,7 @@ pub mod plot;
 pub mod report;
 pub mod sched;
 pub mod server;
+pub mod sql;
 
 pub use error::Error;
 

@@ -16,6 +16,7 @@ use tabos_bench::plot;
 use tabos_bench::report::{self, Record};
 use tabos_bench::sched::{self, SchedConfig};
 use tabos_bench::server::TABOSD_ENV;
+use tabos_bench::sql::{self, SqlConfig};
 use tabos_bench::{Error, Settings};
 use tabos_client::Policy;
 
@@ -116,7 +117,15 @@ enum Workload {
     /// about a minute; --quick: a few seconds.
     Pfs,
 
-    /// Every workload in turn (invoke, sched, ipc, fs, pfs) with default settings,
+    /// Ad-hoc SQL (paper table 2 through SQL): the conditional size aggregate as a
+    /// SQL query, as the compiled `du` procedure and as a readdir + stat walk of the
+    /// same sizes on the benchmark directory's filesystem; then the longest stall a
+    /// partition shows (null-call latency) while full scans of a large kv table run,
+    /// against none, and the scans' rows/s. Full run: about 30 s; --quick: a few
+    /// seconds.
+    Sql(SqlArgs),
+
+    /// Every workload in turn (invoke, sched, ipc, fs, sql, pfs) with default settings,
     /// one summary and one JSON file: the whole report (docs/BENCHMARKS.md). Full
     /// run: about 15 minutes; --quick: under a minute (what CI runs).
     All,
@@ -227,6 +236,57 @@ fn parse_ipc_system(text: &str) -> Result<ipc::System, String> {
             "`{text}` is not a system: tabos-shm, tabos-tcp, grpc, tcp-blocking or tcp-busypoll"
         )
     })
+}
+
+#[derive(Args, Debug)]
+struct SqlArgs {
+    /// Files of the table-2 directory. Default: 4000 (--quick: 200).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    du_files: Option<u64>,
+
+    /// Rows of the kv table the stall phase scans. Default: 200000 (--quick: 5000).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    scan_rows: Option<u64>,
+
+    /// Rows per sql_scan chunk, one stall measurement each (1..=4096). Default:
+    /// 256,4096 (--quick: 256).
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..=4096))]
+    chunk_rows: Option<Vec<u32>>,
+
+    /// Seconds each measurement runs. Default: 3 (--quick: 0.3).
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    seconds_per_run: Option<f64>,
+
+    /// Directory for the ext4 baseline's files. Default: the system temporary
+    /// directory.
+    #[arg(long, value_name = "DIR")]
+    baseline_dir: Option<PathBuf>,
+}
+
+impl SqlArgs {
+    fn config(&self, quick: bool) -> SqlConfig {
+        let mut config = if quick {
+            SqlConfig::quick()
+        } else {
+            SqlConfig::full()
+        };
+        if let Some(n) = self.du_files {
+            config.du_files = n as usize;
+        }
+        if let Some(n) = self.scan_rows {
+            config.scan_rows = n as usize;
+        }
+        if let Some(list) = &self.chunk_rows {
+            config.chunk_rows = list.clone();
+        }
+        if let Some(s) = self.seconds_per_run {
+            config.per_run = Duration::from_secs_f64(s);
+        }
+        if let Some(dir) = &self.baseline_dir {
+            config.baseline_dir = Some(dir.clone());
+        }
+        config
+    }
 }
 
 #[derive(Args, Debug)]
@@ -520,6 +580,11 @@ fn run(cli: &Cli, settings: &Settings) -> Result<(Vec<Record>, Vec<String>), Err
             let ratios = fs::ratios(&records);
             Ok((records, ratios))
         }
+        Workload::Sql(args) => {
+            let records = sql::run(settings, &args.config(settings.quick))?;
+            let ratios = sql::ratios(&records);
+            Ok((records, ratios))
+        }
         Workload::Pfs => Ok((
             pfs::run(settings, &PfsConfig::new(settings.quick))?,
             Vec::new(),
@@ -532,7 +597,7 @@ fn run(cli: &Cli, settings: &Settings) -> Result<(Vec<Record>, Vec<String>), Err
 fn run_all(settings: &Settings) -> Result<(Vec<Record>, Vec<String>), Error> {
     let mut records = Vec::new();
     let mut lines = Vec::new();
-    for name in ["invoke", "sched", "ipc", "fs"] {
+    for name in ["invoke", "sched", "ipc", "fs", "sql"] {
         eprintln!("[all] {name}");
         let cli = Cli::parse_from(["tabos-bench", name]);
         let (r, l) = run(&cli, settings)?;

@@ -1,9 +1,10 @@
-//! Guards that every `tabos-bench` subcommand runs end to end with `--quick --json`
-//! (starting and stopping its own tabosd) and writes every expected record with a
-//! positive throughput; never asserts on speed. The runs take turns (one benchmark at
-//! a time), as parallel runs would only slow each other down. The PostgreSQL records
-//! are expected where PostgreSQL is installed (CI runs scripts/install-postgres.sh);
-//! elsewhere the runs leave them out with `--no-postgres` and say so.
+//! Guards that every `tabos-bench` subcommand (invoke, sched, ipc, fs, sql) runs end
+//! to end with `--quick --json` (starting and stopping its own tabosd) and writes
+//! every expected record with a positive throughput; never asserts on speed. The runs
+//! take turns (one benchmark at a time), as parallel runs would only slow each other
+//! down. The PostgreSQL records are expected where PostgreSQL is installed (CI runs
+//! scripts/install-postgres.sh); elsewhere the runs leave them out with
+//! `--no-postgres` and say so.
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -334,4 +335,29 @@ fn fs_quick_writes_every_record() {
         12 + 3 + 2 + 2 + pg_records,
         "records: {records:?}"
     );
+}
+
+#[test]
+fn sql_quick_writes_every_record() {
+    let records = run_quick(&["sql"]);
+    check_fields(&records);
+    let tabos = Some("tabos-shm");
+    for query in [
+        "SQL (SQLite over sql_scan)",
+        "du procedure (1 call)",
+        "readdir + stat walk",
+    ] {
+        expect_one(&records, "sql-du", None, &[("query", query.into())]);
+    }
+    expect_one(&records, "sql-stall", tabos, &[("during", "none".into())]);
+    let scans = matching(&records, "sql-stall", tabos, &[("chunk_rows", 256.into())]);
+    assert_eq!(scans.len(), 1, "{records:?}");
+    assert!(
+        scans[0]["params"]["chunk_round_trip_us_max"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    expect_one(&records, "sql-scan", tabos, &[("chunk_rows", 256.into())]);
+    assert_eq!(records.len(), 3 + 2 + 1, "records: {records:?}");
 }

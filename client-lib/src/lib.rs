@@ -10,6 +10,8 @@
 //! - [`Client`]: connect over the node's Unix socket and shared-memory rings; a
 //!   synchronous [`Client::call`]; a pipelined [`Client::submit`] / [`Client::wait`].
 //! - [`kv`](Client::kv_put) and [`status`](Client::status): typed wrappers.
+//! - [`Client::query`]: read-only SQL over every table of every partition and node,
+//!   and the servers' own state (see [`sql`]).
 //! - [`Error`]: transport failure versus business [`Status`].
 
 mod client;
@@ -21,6 +23,7 @@ mod link_net;
 mod link_rdma;
 mod link_shm;
 mod sched;
+pub mod sql;
 mod typed;
 
 pub use client::{is_network_target, Client, Completion, ConnectOptions};

@@ -20,6 +20,26 @@ pub const RKV_PUT: u32 = 13;
 /// `rkv_get(key)` from the replicated table, on any partition.
 pub const RKV_GET: u32 = 14;
 
+/// `sql_scan(table id, cursor, max rows, max bytes)`: one bounded chunk of a table for
+/// ad-hoc SQL (see `builtin::scan`).
+pub const SQL_SCAN: u32 = 15;
+/// Per-procedure counters of the partition; answered by the partition loop itself.
+pub const SYS_PROCEDURES: u32 = 5;
+/// The partition's client connections; answered by the partition loop itself.
+pub const SYS_CONNECTIONS: u32 = 6;
+
+/// The name of a procedure the partition loop answers itself, for the
+/// `sys_procedures` table.
+pub fn system_name(id: u32) -> Option<&'static str> {
+    match id {
+        SYS_STATS => Some("sys_stats"),
+        SYS_CLUSTER_MAP => Some("sys_cluster_map"),
+        SYS_PROCEDURES => Some("sys_procedures"),
+        SYS_CONNECTIONS => Some("sys_connections"),
+        _ => None,
+    }
+}
+
 /// Ids below this are reserved for procedures the partition loop answers itself.
 pub const SYSTEM_MAX: u32 = 9;
 

@@ -347,6 +347,11 @@ impl Consumer {
         Ok(())
     }
 
+    /// Bytes of frames waiting (as of the last read of the producer's tail).
+    pub fn queued_bytes(&self) -> u64 {
+        self.tail_seen - self.head
+    }
+
     /// Whether a frame is waiting (re-reads the producer's tail).
     pub fn has_frames(&mut self) -> Result<bool, RingError> {
         if self.head != self.tail_seen {

@@ -2,6 +2,7 @@
 //! benchmarks use (`kv_*` partitioned on the key, `rkv_*` on a replicated table).
 
 mod kv;
+pub mod scan;
 mod sys;
 
 pub use kv::{kv_args, KvRow, KEY_BYTES_MAX};
@@ -78,5 +79,12 @@ pub fn register(registry: &mut Registry<PartitionDb>) {
         Access::ReadOnly,
         Scope::Single,
         kv::rkv_get,
+    ));
+    registry.register(def(
+        ids::SQL_SCAN,
+        "sql_scan",
+        Access::ReadOnly,
+        Scope::Single,
+        scan::sql_scan,
     ));
 }

@@ -19,6 +19,22 @@ pub struct PartitionStats {
     pub calls: u64,
     /// Calls answered with a non-`Ok` status.
     pub errors: u64,
+    /// Calls waiting at the partition now (parked receives, replicated writes not yet
+    /// answered).
+    pub queue_depth: u32,
+    /// Bytes of requests waiting in the partition's request rings now.
+    pub queued_request_bytes: u64,
+    /// Median call latency at the partition (execute and reply, sampled 1 call in 64;
+    /// the upper bound of its power-of-two bucket), nanoseconds; 0 before any sample.
+    pub latency_ns_p50: u64,
+    /// 99th percentile of the same samples, nanoseconds.
+    pub latency_ns_p99: u64,
+    /// Position of the command log's end (0 while there is no command log).
+    pub log_lsn: u64,
+    /// Position up to which the log is durable (0 while there is no command log).
+    pub durable_lsn: u64,
+    /// Wall-clock time of the last log flush, Unix milliseconds (0: never).
+    pub last_flush_unix_ms: u64,
 }
 
 impl PartitionStats {
@@ -29,6 +45,17 @@ impl PartitionStats {
         }
         out.extend_from_slice(&self.calls.to_le_bytes());
         out.extend_from_slice(&self.errors.to_le_bytes());
+        out.extend_from_slice(&self.queue_depth.to_le_bytes());
+        for v in [
+            self.queued_request_bytes,
+            self.latency_ns_p50,
+            self.latency_ns_p99,
+            self.log_lsn,
+            self.durable_lsn,
+            self.last_flush_unix_ms,
+        ] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
     }
 
     /// Decode the wire form.
@@ -41,6 +68,13 @@ impl PartitionStats {
             clients: r.u32()?,
             calls: r.u64()?,
             errors: r.u64()?,
+            queue_depth: r.u32()?,
+            queued_request_bytes: r.u64()?,
+            latency_ns_p50: r.u64()?,
+            latency_ns_p99: r.u64()?,
+            log_lsn: r.u64()?,
+            durable_lsn: r.u64()?,
+            last_flush_unix_ms: r.u64()?,
         };
         r.finish()?;
         Ok(stats)
@@ -167,6 +201,13 @@ mod tests {
             clients: 4,
             calls: 5,
             errors: 6,
+            queue_depth: 7,
+            queued_request_bytes: 8,
+            latency_ns_p50: 9,
+            latency_ns_p99: 10,
+            log_lsn: 11,
+            durable_lsn: 12,
+            last_flush_unix_ms: 13,
         };
         let mut out = Vec::new();
         s.encode(&mut out);

@@ -1,5 +1,15 @@
-//! A typed table: a hash primary index, an optional ordered secondary index and an undo
-//! log that lets a transaction roll back every mutation since the last commit.
+//! A typed table: rows in a slab of slots, a hash primary index from key to slot, an
+//! optional ordered secondary index and an undo log that lets a transaction roll back
+//! every mutation since the last commit.
+//!
+//! Why a slab: a read-only scan (SQL) reads a table in bounded chunks between
+//! transactions and needs a cursor that survives writes in between. A row keeps its slot
+//! for its whole life (updates replace it in place), so "the next slot after the last one
+//! returned" is such a cursor: a row present for the whole scan is returned exactly once;
+//! a row inserted or deleted meanwhile may or may not be (a key deleted and inserted
+//! again gets a new slot, so it may be returned once per life). Freed slots are reused last in,
+//! first out, so a rollback (which undoes newest first) puts every deleted row back in
+//! the slot it had.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -64,7 +74,12 @@ enum Undo<R: Row> {
 /// and log growth).
 pub struct Table<R: Row> {
     name: &'static str,
-    rows: HashMap<R::Key, R>,
+    /// Rows by slot; `None` is a free slot (listed in `free`).
+    slots: Vec<Option<R>>,
+    /// Free slots, reused last in, first out.
+    free: Vec<usize>,
+    /// Primary index: key to slot.
+    rows: HashMap<R::Key, usize>,
     ordered: BTreeSet<Ordered<R::SortKey, R::Key>>,
     undo: Vec<Undo<R>>,
     max_rows: usize,
@@ -75,6 +90,7 @@ impl<R: Row> fmt::Debug for Table<R> {
         f.debug_struct("Table")
             .field("name", &self.name)
             .field("len", &self.rows.len())
+            .field("slots", &self.slots.len())
             .field("ordered_len", &self.ordered.len())
             .field("undo_len", &self.undo.len())
             .field("max_rows", &self.max_rows)
@@ -88,6 +104,8 @@ impl<R: Row> Table<R> {
         assert!(!name.is_empty(), "a table needs a name");
         Table {
             name,
+            slots: Vec::new(),
+            free: Vec::new(),
             rows: HashMap::new(),
             ordered: BTreeSet::new(),
             undo: Vec::new(),
@@ -112,7 +130,7 @@ impl<R: Row> Table<R> {
     }
 
     pub fn get(&self, key: &R::Key) -> Option<&R> {
-        self.rows.get(key)
+        self.rows.get(key).map(|&slot| self.slot(slot))
     }
 
     pub fn contains(&self, key: &R::Key) -> bool {
@@ -126,10 +144,10 @@ impl<R: Row> Table<R> {
         match self.rows.entry(row.key()) {
             Entry::Occupied(_) => Err(Status::AlreadyExists),
             Entry::Vacant(_) if full => Err(Status::TableFull),
-            Entry::Vacant(slot) => {
-                let key = slot.key().clone();
+            Entry::Vacant(vacant) => {
+                let key = vacant.key().clone();
                 let sort = row.sort_key();
-                slot.insert(row);
+                vacant.insert(alloc(&mut self.slots, &mut self.free, row));
                 self.index_insert(&key, sort);
                 self.undo.push(Undo::Inserted(key));
                 assert!(self.rows.len() <= self.max_rows);
@@ -143,10 +161,13 @@ impl<R: Row> Table<R> {
     pub fn upsert(&mut self, row: R) -> Result<Option<R>, Status> {
         match self.rows.entry(row.key()) {
             Entry::Vacant(_) => self.insert(row).map(|()| None),
-            Entry::Occupied(mut slot) => {
-                let key = slot.key().clone();
+            Entry::Occupied(occupied) => {
+                let key = occupied.key().clone();
+                let slot = *occupied.get();
                 let new_sort = row.sort_key();
-                let old = slot.insert(row);
+                let old = self.slots[slot]
+                    .replace(row)
+                    .expect("the primary index names a free slot");
                 self.reindex(&key, old.sort_key(), new_sort);
                 self.undo.push(Undo::Replaced(old.clone()));
                 Ok(Some(old))
@@ -174,7 +195,10 @@ impl<R: Row> Table<R> {
     /// Apply `f` to the row with `key`; `None` if there is none. The ordered index
     /// follows a changed sort key. `f` must not change the primary key (asserted).
     pub fn update<T>(&mut self, key: &R::Key, f: impl FnOnce(&mut R) -> T) -> Option<T> {
-        let row = self.rows.get_mut(key)?;
+        let slot = *self.rows.get(key)?;
+        let row = self.slots[slot]
+            .as_mut()
+            .expect("the primary index names a free slot");
         let old_sort = row.sort_key();
         self.undo.push(Undo::Replaced(row.clone()));
         let out = f(row);
@@ -191,7 +215,8 @@ impl<R: Row> Table<R> {
 
     /// Remove and return the row with `key`, if any.
     pub fn delete(&mut self, key: &R::Key) -> Option<R> {
-        let old = self.rows.remove(key)?;
+        let slot = self.rows.remove(key)?;
+        let old = self.release(slot);
         self.index_remove(key, old.sort_key());
         self.undo.push(Undo::Deleted(old.clone()));
         Some(old)
@@ -210,7 +235,25 @@ impl<R: Row> Table<R> {
 
     /// Every row, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = &R> {
-        self.rows.values()
+        self.slots.iter().flatten()
+    }
+
+    /// Rows in slot order from slot `from` on, with their slots: the chunked scan that
+    /// SQL reads through. Resume a scan at the last slot returned plus one; see the
+    /// module documentation for what such a cursor guarantees. A `from` past the end
+    /// yields nothing. Free slots are skipped, so bound a chunk by slots looked at too
+    /// ([`slot_count`](Self::slot_count) is the end).
+    pub fn scan_from(&self, from: usize) -> impl Iterator<Item = (usize, &R)> {
+        let start = from.min(self.slots.len());
+        self.slots[start..]
+            .iter()
+            .enumerate()
+            .filter_map(move |(i, row)| row.as_ref().map(|r| (start + i, r)))
+    }
+
+    /// Slots in use or free: the end of a [`scan_from`](Self::scan_from).
+    pub fn slot_count(&self) -> usize {
+        self.slots.len()
     }
 
     /// Rows in the ordered index whose sort key lies in `range`, in sort-key order (ties
@@ -256,19 +299,23 @@ impl<R: Row> Table<R> {
         while let Some(undo) = self.undo.pop() {
             match undo {
                 Undo::Inserted(key) => {
-                    let row = self
+                    let slot = self
                         .rows
                         .remove(&key)
                         .expect("rollback: inserted row vanished");
+                    let row = self.release(slot);
                     self.index_remove(&key, row.sort_key());
                 }
                 Undo::Replaced(old) => {
                     let key = old.key();
                     let old_sort = old.sort_key();
-                    let row = self
+                    let slot = *self
                         .rows
-                        .get_mut(&key)
+                        .get(&key)
                         .expect("rollback: replaced row vanished");
+                    let row = self.slots[slot]
+                        .as_mut()
+                        .expect("the primary index names a free slot");
                     let new_sort = row.sort_key();
                     *row = old;
                     self.reindex(&key, new_sort, old_sort);
@@ -276,7 +323,8 @@ impl<R: Row> Table<R> {
                 Undo::Deleted(old) => {
                     let key = old.key();
                     self.index_insert(&key, old.sort_key());
-                    let previous = self.rows.insert(key, old);
+                    let slot = alloc(&mut self.slots, &mut self.free, old);
+                    let previous = self.rows.insert(key, slot);
                     assert!(previous.is_none(), "rollback: deleted row reappeared");
                 }
             }
@@ -306,8 +354,23 @@ impl<R: Row> Table<R> {
                 self.max_rows
             ));
         }
+        let used_count = self.slots.iter().filter(|s| s.is_some()).count();
+        if used_count != self.rows.len() || used_count + self.free.len() != self.slots.len() {
+            return fail(format!(
+                "{used_count} used slots, {} free, {} slots, {} keys",
+                self.free.len(),
+                self.slots.len(),
+                self.rows.len()
+            ));
+        }
+        if let Some(&slot) = self.free.iter().find(|&&s| self.slots[s].is_some()) {
+            return fail(format!("free slot {slot} holds a row"));
+        }
         let mut sorted_count = 0;
-        for (key, row) in &self.rows {
+        for (key, &slot) in &self.rows {
+            let Some(row) = self.slots.get(slot).and_then(Option::as_ref) else {
+                return fail(format!("key {key:?} names free slot {slot}"));
+            };
             if row.key() != *key {
                 return fail(format!("row {row:?} stored under key {key:?}"));
             }
@@ -329,12 +392,27 @@ impl<R: Row> Table<R> {
 
     fn row_of(&self, entry: &Ordered<R::SortKey, R::Key>) -> &R {
         match &entry.key {
-            Tie::Key(key) => self
-                .rows
-                .get(key)
-                .expect("ordered index names a missing row"),
+            Tie::Key(key) => self.slot(
+                *self
+                    .rows
+                    .get(key)
+                    .expect("ordered index names a missing row"),
+            ),
             Tie::Below | Tie::Above => unreachable!("a probe was stored in the ordered index"),
         }
+    }
+
+    fn slot(&self, slot: usize) -> &R {
+        self.slots[slot]
+            .as_ref()
+            .expect("the primary index names a free slot")
+    }
+
+    /// Empty `slot` and return its row.
+    fn release(&mut self, slot: usize) -> R {
+        let row = self.slots[slot].take().expect("released a free slot");
+        self.free.push(slot);
+        row
     }
 
     fn index_insert(&mut self, key: &R::Key, sort: Option<R::SortKey>) {
@@ -369,6 +447,21 @@ impl<R: Row> Table<R> {
         if old != new {
             self.index_remove(key, old);
             self.index_insert(key, new);
+        }
+    }
+}
+
+/// Put `row` in the most recently freed slot, or a new one; returns the slot.
+fn alloc<R>(slots: &mut Vec<Option<R>>, free: &mut Vec<usize>, row: R) -> usize {
+    match free.pop() {
+        Some(slot) => {
+            assert!(slots[slot].is_none(), "free slot {slot} holds a row");
+            slots[slot] = Some(row);
+            slot
+        }
+        None => {
+            slots.push(Some(row));
+            slots.len() - 1
         }
     }
 }
@@ -506,6 +599,34 @@ mod tests {
         let mut t = Table::new("jobs", 4);
         t.insert(job(1, None)).unwrap();
         t.update(&1, |j| j.id = 2);
+    }
+
+    #[test]
+    fn rows_keep_their_slots_and_rollback_restores_them() {
+        let mut t = Table::new("jobs", 8);
+        for id in 0..4 {
+            t.insert(job(id, None)).unwrap();
+        }
+        t.commit();
+        let slots = |t: &Table<Job>| -> Vec<(usize, u32)> {
+            t.scan_from(0).map(|(s, j)| (s, j.id)).collect()
+        };
+        let before = slots(&t);
+        assert_eq!(before, [(0, 0), (1, 1), (2, 2), (3, 3)]);
+        t.update(&2, |j| j.deadline = Some(5)).unwrap();
+        t.upsert(job(1, Some(3))).unwrap();
+        assert_eq!(slots(&t), before, "updates keep slots");
+        t.delete(&1).unwrap();
+        t.delete(&3).unwrap();
+        t.insert(job(9, None)).unwrap();
+        assert_eq!(
+            t.scan_from(2).map(|(s, j)| (s, j.id)).collect::<Vec<_>>(),
+            [(2, 2), (3, 9)]
+        );
+        t.rollback();
+        assert_eq!(slots(&t), before, "rollback puts rows back in their slots");
+        assert_eq!(t.scan_from(99).count(), 0);
+        t.check_consistency().unwrap();
     }
 
     #[test]

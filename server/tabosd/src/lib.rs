@@ -10,6 +10,7 @@
 pub mod broadcast;
 pub mod cluster;
 pub mod config;
+pub mod counters;
 pub mod inbox;
 pub mod listener;
 pub mod net;

@@ -259,6 +259,7 @@ impl Listener {
                     socket: stream.clone(),
                 },
                 dirty: false,
+                calls: 0,
             };
             inbox.send(Command::Attach(Box::new(port)));
         }

@@ -6,6 +6,7 @@
 //! in the reply phase, so nothing leaves before the batch is logged.
 
 use crate::broadcast::{BroadcastJob, Coordinator};
+use crate::counters::CallCounters;
 use crate::inbox::{Command, Inbox};
 use crate::port::Port;
 use std::sync::atomic::{fence, Ordering};
@@ -101,6 +102,7 @@ pub struct Partition {
     reply: Vec<u8>,
     calls: u64,
     errors: u64,
+    counters: CallCounters,
     shutting_down: bool,
     shutdown_since: Option<Instant>,
     // Partition state is owned by one thread: keep the type !Send.
@@ -145,6 +147,7 @@ impl Partition {
             reply: Vec::new(),
             calls: 0,
             errors: 0,
+            counters: CallCounters::default(),
             shutting_down: false,
             shutdown_since: None,
             _not_send: std::marker::PhantomData,
@@ -302,11 +305,14 @@ impl Partition {
     /// Validate one copied-out request, execute it, and write its reply.
     fn serve(&mut self, index: usize, request: &Header, args: &[u8]) -> Result<(), RingError> {
         self.calls += 1;
+        self.ports[index].calls += 1;
         self.reply.clear();
+        let started = self.counters.start(request.proc_id);
         let status = self.execute_request(index, request, args);
         let Some(status) = status else {
             return Ok(()); // a replicated write or a parked wait: answered later
         };
+        self.counters.finish(request.proc_id, status, started);
         if status != Status::Ok {
             self.errors += 1;
         }
@@ -361,6 +367,20 @@ impl Partition {
         if request.proc_id == ids::SYS_STATS {
             self.stats().encode(&mut self.reply);
             return Some(Status::Ok);
+        }
+        if request.proc_id == ids::SYS_PROCEDURES || request.proc_id == ids::SYS_CONNECTIONS {
+            let (counters, ports) = (&self.counters, &self.ports);
+            let max = self.node.max_payload_bytes;
+            let registry = &self.node.registry;
+            let status = crate::counters::system_rows(
+                request.proc_id,
+                counters,
+                registry,
+                ports,
+                &mut self.reply,
+                max,
+            );
+            return Some(status);
         }
         if request.proc_id == ids::SYS_CLUSTER_MAP {
             encode_cluster_map(&self.node.map, &mut self.reply);
@@ -542,6 +562,13 @@ impl Partition {
             clients: self.ports.len() as u32,
             calls: self.calls,
             errors: self.errors,
+            queue_depth: (self.parked.len() + self.pending.len()) as u32,
+            queued_request_bytes: self.ports.iter().map(|p| p.requests.queued_bytes()).sum(),
+            latency_ns_p50: self.counters.latency_ns(0.5),
+            latency_ns_p99: self.counters.latency_ns(0.99),
+            log_lsn: 0,
+            durable_lsn: 0,
+            last_flush_unix_ms: 0,
         }
     }
 

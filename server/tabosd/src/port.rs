@@ -44,6 +44,8 @@ pub struct Port {
     pub peer: Peer,
     /// Responses written since the last publish.
     pub dirty: bool,
+    /// Requests served from this port (the `sys_connections` table).
+    pub calls: u64,
 }
 
 impl Port {
@@ -53,6 +55,16 @@ impl Port {
             Peer::Local { caller, .. } => Some(*caller),
             Peer::Gateway(gateway) => gateway.caller_of(request.request_id),
         }
+    }
+
+    /// A `sys_connections` row: client id, transport, peer pid and uid (0 for the
+    /// gateway, which carries every remote connection), calls.
+    pub fn sql_row(&self) -> serde_json::Value {
+        let (transport, uid) = match &self.peer {
+            Peer::Local { caller, .. } => ("shm", caller.uid),
+            Peer::Gateway(_) => ("network gateway", 0),
+        };
+        serde_json::json!([self.client_id, transport, self.pid(), uid, self.calls])
     }
 
     /// Process id of a local client (0 for the gateway), for log lines.

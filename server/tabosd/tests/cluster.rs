@@ -694,3 +694,220 @@ fn the_local_cluster_script_starts_reports_and_stops() {
         text(&after.stdout)
     );
 }
+
+/// `SELECT` through `Client::query` on a three-node cluster returns what the service
+/// APIs return for the same data, and a query naming one partition key reads only
+/// the partition that owns it.
+#[test]
+fn sql_across_nodes_matches_the_service_apis() {
+    use tabos_client::sql::Value;
+    let cluster = Cluster::start("cl-sql");
+    let mut root = cluster.client_as(1, Some("root"));
+    // Users at home on node 1 (partition 0), node 2 and node 3 (partition 3).
+    let users = [user_on(&root, 0), user_on(&root, 2), user_on(&root, 3)];
+    let mut sizes: Vec<(String, u64)> = Vec::new();
+    for (u, user) in users.iter().enumerate() {
+        root.fs().useradd(user).expect("useradd");
+        let mut c = cluster.client_as(1, Some(user));
+        c.fs().mkdir(&format!("/{user}/sub")).expect("mkdir");
+        for i in 0..6u64 {
+            let dir = if i % 2 == 0 { "" } else { "/sub" };
+            let path = format!("/{user}{dir}/f{i}");
+            let len = 100 + 1000 * i + 37 * u as u64;
+            c.fs().create(&path, false).expect("create");
+            c.fs()
+                .write_at(&path, 0, &vec![b'x'; len as usize])
+                .expect("write");
+            sizes.push((path, len));
+        }
+    }
+    let mut c = cluster.client(2);
+    let int = |v: &Value| match v {
+        Value::Integer(i) => *i,
+        other => panic!("not an integer: {other:?}"),
+    };
+
+    // Table 2's conditional size aggregate, for each user, against `du`; the home
+    // partition comes from the user table, so only that partition is scanned.
+    for user in &users {
+        let sql = format!(
+            "SELECT COALESCE(SUM(size_bytes), 0), COUNT(*) FROM fs_directory \
+             WHERE _partition = (SELECT home_partition FROM fs_user WHERE user_name = '{user}') \
+             AND (d_name = '/{user}' OR d_name LIKE '/{user}/%') \
+             AND content_type <> 'Dir' AND size_bytes >= 2000"
+        );
+        let got = c.query(&sql).unwrap_or_else(|e| panic!("{e}"));
+        let du = cluster
+            .client_as(3, Some(user))
+            .fs()
+            .du(&format!("/{user}"), 2000)
+            .unwrap();
+        assert_eq!(
+            (int(&got.rows[0][0]) as u64, int(&got.rows[0][1]) as u64),
+            (du.total_bytes, du.file_count),
+            "{user}"
+        );
+        let home = root.fs().user(user).unwrap().home_partition;
+        let scanned: Vec<u32> = got.scans.partitions.iter().copied().collect();
+        assert!(scanned.contains(&home) && scanned.len() <= 2, "{scanned:?}");
+        assert!(
+            scanned.iter().all(|&p| p == home || p == 0),
+            "only the home partition (and partition 0 for the replicated user table): {scanned:?}"
+        );
+    }
+    // A path prefix alone also narrows the scan to the user's home partition.
+    let far = &users[2];
+    let got = c
+        .query(&format!(
+            "SELECT content FROM fs_directory WHERE d_name LIKE '/{far}/%'"
+        ))
+        .unwrap();
+    assert_eq!(
+        got.scans.partitions.iter().copied().collect::<Vec<_>>(),
+        [3]
+    );
+    assert_eq!(got.rows.len(), 3, "{:?}", got.rows);
+
+    // The ten largest files in the cluster.
+    let got = c
+        .query(
+            "SELECT d_name || '/' || content, size_bytes FROM fs_directory \
+             WHERE content_type <> 'Dir' ORDER BY size_bytes DESC LIMIT 10",
+        )
+        .unwrap();
+    let mut want = sizes.clone();
+    want.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    want.truncate(10);
+    let got_rows: Vec<(String, u64)> = got
+        .rows
+        .iter()
+        .map(|r| match &r[0] {
+            Value::Text(p) => (p.clone(), int(&r[1]) as u64),
+            other => panic!("path {other:?}"),
+        })
+        .collect();
+    assert_eq!(got_rows, want);
+    for (path, len) in &got_rows {
+        let user = path.split('/').nth(1).unwrap();
+        let stat = cluster
+            .client_as(1, Some(user))
+            .fs()
+            .metadata(path)
+            .unwrap();
+        assert_eq!(stat.size_bytes, *len, "{path}");
+    }
+
+    // Key-value rows on every node.
+    let mut keys = Vec::new();
+    for p in 0..PARTITIONS {
+        let key = key_on(&root, "sql", p);
+        root.kv_put(&key, format!("v{p}").as_bytes()).unwrap();
+        keys.push(key);
+    }
+    let got = c
+        .query("SELECT key, value, _partition FROM kv ORDER BY key")
+        .unwrap();
+    assert_eq!(got.rows.len(), keys.len());
+    for row in &got.rows {
+        let Value::Text(key) = &row[0] else {
+            panic!("{row:?}")
+        };
+        let value = root.kv_get(key.as_bytes()).unwrap().unwrap();
+        assert_eq!(row[1], Value::Text(String::from_utf8(value).unwrap()));
+        assert_eq!(int(&row[2]) as u32, root.partition_for_key(key.as_bytes()));
+    }
+    let one = c
+        .query(&format!(
+            "SELECT value FROM kv WHERE key = '{}'",
+            text(&keys[3])
+        ))
+        .unwrap();
+    assert_eq!(one.rows, [[Value::Text("v3".into())]]);
+    assert_eq!(
+        one.scans.partitions.iter().copied().collect::<Vec<_>>(),
+        [3]
+    );
+
+    // All in-flight messages for a receiver on node 3, in order, then received.
+    let receiver = mailboxes_on(&root, 3, 5000, 1)[0];
+    for i in 0..5u64 {
+        root.send(100 + i, receiver, format!("m{i}").as_bytes())
+            .unwrap();
+    }
+    let got = c
+        .query(&format!(
+            "SELECT sender_id, message_id, data FROM ipc_message \
+             WHERE receiver_id = {receiver} ORDER BY message_id"
+        ))
+        .unwrap();
+    assert_eq!(
+        got.scans.partitions.iter().copied().collect::<Vec<_>>(),
+        [3]
+    );
+    assert_eq!(got.rows.len(), 5);
+    for row in &got.rows {
+        let m = root.recv(receiver, LONG).unwrap();
+        assert_eq!(int(&row[0]) as u64, m.sender_id);
+        assert_eq!(int(&row[1]) as u64, m.message_id);
+        assert_eq!(row[2], Value::Text(text(&m.data)));
+    }
+
+    // Tasks joined to their workers: tasks have no owner or group column, so the
+    // "group" is a set of workers (those of capacity 2).
+    for p in 0..PARTITIONS {
+        root.worker_add(p, 900 + u64::from(p), 1 + p % 2).unwrap();
+    }
+    for p in 0..PARTITIONS {
+        root.sched_submit(Policy::Locality, Some(p)).unwrap();
+    }
+    let got = c
+        .query(
+            "SELECT t.task_id, w.worker_id, t._partition FROM sched_task t \
+             JOIN sched_worker w ON t.worker_id = w.worker_id AND t._partition = w._partition \
+             WHERE w.capacity = 2 ORDER BY t.task_id",
+        )
+        .unwrap();
+    let mut want = Vec::new();
+    for p in 0..PARTITIONS {
+        let listing = root.sched_list(p).unwrap();
+        for t in listing.tasks {
+            let w = listing
+                .workers
+                .iter()
+                .find(|w| Some(w.worker_id) == t.worker_id);
+            if w.is_some_and(|w| w.capacity == 2) {
+                want.push((t.task_id as i64, t.worker_id.unwrap() as i64, i64::from(p)));
+            }
+        }
+    }
+    want.sort();
+    let got: Vec<(i64, i64, i64)> = got
+        .rows
+        .iter()
+        .map(|r| (int(&r[0]), int(&r[1]), int(&r[2])))
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(got.len(), 2, "partitions 1 and 3 have capacity-2 workers");
+
+    // System tables see every node.
+    let nodes = c
+        .query("SELECT node, reachable FROM sys_nodes ORDER BY node")
+        .unwrap();
+    assert_eq!(
+        nodes.rows,
+        (1..=3)
+            .map(|n| vec![Value::Integer(n), Value::Integer(1)])
+            .collect::<Vec<_>>()
+    );
+    let parts = c
+        .query("SELECT partition, node FROM sys_partitions ORDER BY partition")
+        .unwrap();
+    let want: Vec<Vec<Value>> = (0..PARTITIONS)
+        .map(|p| vec![Value::Integer(p.into()), Value::Integer(node_of(p).into())])
+        .collect();
+    assert_eq!(parts.rows, want);
+    let scans = c
+        .query("SELECT SUM(calls) FROM sys_procedures WHERE name = 'sql_scan'")
+        .unwrap();
+    assert!(int(&scans.rows[0][0]) > 0);
+}

@@ -3,6 +3,7 @@
 mod fs;
 mod ipc;
 mod sched;
+mod sql;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -59,6 +60,21 @@ enum Command {
     /// The filesystem.
     #[command(subcommand)]
     Fs(fs::FsCommand),
+    /// Read-only SQL over every table of every partition and node, and the system
+    /// tables (partitions, connections, procedures, log, nodes).
+    ///
+    /// One statement in SQLite's dialect. Tables: the services' tables (each with a
+    /// `_partition` column naming the partition a row came from) and sys_partitions,
+    /// sys_connections, sys_procedures, sys_log, sys_nodes; `--tables` lists them. An
+    /// equality on a partition key (`_partition`, kv `key`, ipc `receiver_id`, a
+    /// `/<user>/...` path or path prefix in fs_directory.d_name or
+    /// fs_localized_file.f_name) reads that partition only. Each partition is read in
+    /// chunks between its transactions: each chunk is consistent, the query is not a
+    /// snapshot across chunks or partitions. Writes are refused: use the procedures.
+    ///
+    /// Example: tabos sql "SELECT d_name, content, size_bytes FROM fs_directory ORDER BY
+    /// size_bytes DESC LIMIT 10"
+    Sql(sql::SqlArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -153,6 +169,7 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Sched(cmd) => return sched::run(&mut client, cmd),
         Command::Ipc(cmd) => return ipc::run(&mut client, cmd),
         Command::Fs(cmd) => return fs::run(&mut client, cmd),
+        Command::Sql(args) => return Ok(sql::run(&mut client, args)),
         Command::Kv(KvCommand::Del { key }) => {
             if !client.kv_delete(key.as_bytes())? {
                 eprintln!("tabos: no value under key `{key}`");
