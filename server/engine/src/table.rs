@@ -11,7 +11,7 @@
 //! first out, so a rollback (which undoes newest first) puts every deleted row back in
 //! the slot it had.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::{Bound, RangeBounds};
 
@@ -80,7 +80,9 @@ pub struct Table<R: Row> {
     free: Vec<usize>,
     /// Primary index: key to slot.
     rows: HashMap<R::Key, usize>,
-    ordered: BTreeSet<Ordered<R::SortKey, R::Key>>,
+    /// Sort entries and the slot of their row: a range scan reads rows without a
+    /// trip through the hash index.
+    ordered: BTreeMap<Ordered<R::SortKey, R::Key>, usize>,
     undo: Vec<Undo<R>>,
     max_rows: usize,
 }
@@ -107,7 +109,7 @@ impl<R: Row> Table<R> {
             slots: Vec::new(),
             free: Vec::new(),
             rows: HashMap::new(),
-            ordered: BTreeSet::new(),
+            ordered: BTreeMap::new(),
             undo: Vec::new(),
             max_rows,
         }
@@ -147,8 +149,9 @@ impl<R: Row> Table<R> {
             Entry::Vacant(vacant) => {
                 let key = vacant.key().clone();
                 let sort = row.sort_key();
-                vacant.insert(alloc(&mut self.slots, &mut self.free, row));
-                self.index_insert(&key, sort);
+                let slot = alloc(&mut self.slots, &mut self.free, row);
+                vacant.insert(slot);
+                self.index_insert(&key, sort, slot);
                 self.undo.push(Undo::Inserted(key));
                 assert!(self.rows.len() <= self.max_rows);
                 Ok(())
@@ -168,7 +171,7 @@ impl<R: Row> Table<R> {
                 let old = self.slots[slot]
                     .replace(row)
                     .expect("the primary index names a free slot");
-                self.reindex(&key, old.sort_key(), new_sort);
+                self.reindex(&key, old.sort_key(), new_sort, slot);
                 self.undo.push(Undo::Replaced(old.clone()));
                 Ok(Some(old))
             }
@@ -181,11 +184,14 @@ impl<R: Row> Table<R> {
     pub fn replace(&mut self, row: R) -> Result<(), Status> {
         match self.rows.entry(row.key()) {
             Entry::Vacant(_) => self.insert(row),
-            Entry::Occupied(mut slot) => {
-                let key = slot.key().clone();
+            Entry::Occupied(occupied) => {
+                let key = occupied.key().clone();
+                let slot = *occupied.get();
                 let new_sort = row.sort_key();
-                let old = slot.insert(row);
-                self.reindex(&key, old.sort_key(), new_sort);
+                let old = self.slots[slot]
+                    .replace(row)
+                    .expect("the primary index names a free slot");
+                self.reindex(&key, old.sort_key(), new_sort, slot);
                 self.undo.push(Undo::Replaced(old));
                 Ok(())
             }
@@ -209,7 +215,7 @@ impl<R: Row> Table<R> {
             self.name
         );
         let new_sort = row.sort_key();
-        self.reindex(key, old_sort, new_sort);
+        self.reindex(key, old_sort, new_sort, slot);
         Some(out)
     }
 
@@ -225,9 +231,10 @@ impl<R: Row> Table<R> {
     /// Delete the row with `key` without handing it back (it moves into the undo log
     /// rather than being copied, as [`delete`](Self::delete) must). Whether it existed.
     pub fn remove(&mut self, key: &R::Key) -> bool {
-        let Some(old) = self.rows.remove(key) else {
+        let Some(slot) = self.rows.remove(key) else {
             return false;
         };
+        let old = self.release(slot);
         self.index_remove(key, old.sort_key());
         self.undo.push(Undo::Deleted(old));
         true
@@ -272,7 +279,7 @@ impl<R: Row> Table<R> {
             Bound::Excluded(s) => Bound::Included(probe(s, Tie::Below)),
             Bound::Unbounded => Bound::Unbounded,
         };
-        // BTreeSet::range panics on start > end. Probes never equal a stored entry, so
+        // BTreeMap::range panics on start > end. Probes never equal a stored entry, so
         // `lower..=lower` is an empty range of the same type.
         if let (Bound::Included(lo), Bound::Included(hi)) = (&lower, &upper) {
             if lo > hi {
@@ -281,7 +288,7 @@ impl<R: Row> Table<R> {
         }
         self.ordered
             .range((lower, upper))
-            .map(|entry| self.row_of(entry))
+            .map(|(_, &slot)| self.slot(slot))
     }
 
     /// The first row of [`range`](Self::range), if any.
@@ -318,12 +325,13 @@ impl<R: Row> Table<R> {
                         .expect("the primary index names a free slot");
                     let new_sort = row.sort_key();
                     *row = old;
-                    self.reindex(&key, new_sort, old_sort);
+                    self.reindex(&key, new_sort, old_sort, slot);
                 }
                 Undo::Deleted(old) => {
                     let key = old.key();
-                    self.index_insert(&key, old.sort_key());
+                    let sort = old.sort_key();
                     let slot = alloc(&mut self.slots, &mut self.free, old);
+                    self.index_insert(&key, sort, slot);
                     let previous = self.rows.insert(key, slot);
                     assert!(previous.is_none(), "rollback: deleted row reappeared");
                 }
@@ -376,8 +384,10 @@ impl<R: Row> Table<R> {
             }
             if let Some(sort) = row.sort_key() {
                 sorted_count += 1;
-                if !self.ordered.contains(&probe(&sort, Tie::Key(key.clone()))) {
-                    return fail(format!("row {key:?} missing from the ordered index"));
+                if self.ordered.get(&probe(&sort, Tie::Key(key.clone()))) != Some(&slot) {
+                    return fail(format!(
+                        "row {key:?} missing from the ordered index or under another slot"
+                    ));
                 }
             }
         }
@@ -388,18 +398,6 @@ impl<R: Row> Table<R> {
             ));
         }
         Ok(())
-    }
-
-    fn row_of(&self, entry: &Ordered<R::SortKey, R::Key>) -> &R {
-        match &entry.key {
-            Tie::Key(key) => self.slot(
-                *self
-                    .rows
-                    .get(key)
-                    .expect("ordered index names a missing row"),
-            ),
-            Tie::Below | Tie::Above => unreachable!("a probe was stored in the ordered index"),
-        }
     }
 
     fn slot(&self, slot: usize) -> &R {
@@ -415,14 +413,17 @@ impl<R: Row> Table<R> {
         row
     }
 
-    fn index_insert(&mut self, key: &R::Key, sort: Option<R::SortKey>) {
+    fn index_insert(&mut self, key: &R::Key, sort: Option<R::SortKey>, slot: usize) {
         if let Some(sort) = sort {
-            let added = self.ordered.insert(Ordered {
-                sort,
-                key: Tie::Key(key.clone()),
-            });
+            let previous = self.ordered.insert(
+                Ordered {
+                    sort,
+                    key: Tie::Key(key.clone()),
+                },
+                slot,
+            );
             assert!(
-                added,
+                previous.is_none(),
                 "table {}: {key:?} was already in the ordered index",
                 self.name
             );
@@ -436,17 +437,23 @@ impl<R: Row> Table<R> {
                 key: Tie::Key(key.clone()),
             });
             assert!(
-                removed,
+                removed.is_some(),
                 "table {}: {key:?} was not in the ordered index",
                 self.name
             );
         }
     }
 
-    fn reindex(&mut self, key: &R::Key, old: Option<R::SortKey>, new: Option<R::SortKey>) {
+    fn reindex(
+        &mut self,
+        key: &R::Key,
+        old: Option<R::SortKey>,
+        new: Option<R::SortKey>,
+        slot: usize,
+    ) {
         if old != new {
             self.index_remove(key, old);
-            self.index_insert(key, new);
+            self.index_insert(key, new, slot);
         }
     }
 }
