@@ -394,6 +394,15 @@ impl Schema for FsTables {
         self.counter.rollback();
     }
 
+    fn has_uncommitted(&self) -> bool {
+        self.map.has_uncommitted()
+            || self.users.has_uncommitted()
+            || self.dirs.has_uncommitted()
+            || self.local.has_uncommitted()
+            || self.parallel.has_uncommitted()
+            || self.counter.has_uncommitted()
+    }
+
     /// Every table's own invariants, then the tree's (O(n)): each entry's parent is a
     /// directory here, home directories match the `User` table, blocks lie within
     /// their files and on the right partition.

@@ -87,6 +87,26 @@ impl IpcTables {
         }
     }
 
+    /// The id floor, for snapshots.
+    pub fn next_id_floor(&self) -> u64 {
+        self.next_id_floor
+    }
+
+    /// Restore the id floor from a snapshot (nothing may be uncommitted).
+    pub fn restore_next_id_floor(&mut self, floor: u64) {
+        assert!(
+            !self.has_uncommitted_rows(),
+            "restore into a committed state"
+        );
+        assert!(floor >= 1, "message ids start at 1");
+        self.next_id_floor = floor;
+        self.committed_next_id_floor = floor;
+    }
+
+    fn has_uncommitted_rows(&self) -> bool {
+        self.messages.has_uncommitted() || self.mailboxes.has_uncommitted()
+    }
+
     /// Messages queued for `receiver_id`.
     pub fn queued_count(&self, receiver_id: u64) -> u64 {
         self.mailboxes
@@ -171,6 +191,12 @@ impl Schema for IpcTables {
         self.messages.rollback();
         self.mailboxes.rollback();
         self.next_id_floor = self.committed_next_id_floor;
+    }
+
+    fn has_uncommitted(&self) -> bool {
+        self.messages.has_uncommitted()
+            || self.mailboxes.has_uncommitted()
+            || self.next_id_floor != self.committed_next_id_floor
     }
 
     /// Both tables' indexes, and: every message has a mailbox whose count matches and

@@ -212,9 +212,7 @@ impl LogFile for UringFile {
     }
 
     fn poll(&mut self) -> Option<Flushed> {
-        if self.inflight.is_none() {
-            return None;
-        }
+        self.inflight.as_ref()?;
         self.reap();
         self.finish()
     }
