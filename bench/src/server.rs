@@ -343,7 +343,15 @@ fn spawn_on_core(
                         .arg("--secret-file")
                         .arg(&net.secret_file);
                 }
+                // The figure benchmarks compare against PostgreSQL with
+                // synchronous_commit=off: the same guarantee as --durability async.
+                // A layout that names --durability (the durability benchmark) wins.
+                if !layout.extra_args.iter().any(|a| a == "--durability") {
+                    command.args(["--durability", "async"]);
+                }
                 command
+                    .arg("--data-dir")
+                    .arg(socket.with_file_name("data"))
                     .arg("--socket")
                     .arg(socket)
                     .arg("--partitions")

@@ -9,6 +9,9 @@ pub const SYS_STATS: u32 = 3;
 /// The cluster's partition map (the paper's Map, as the node knows it); answered by
 /// the partition loop itself.
 pub const SYS_CLUSTER_MAP: u32 = 4;
+/// Snapshot the partition now (`tabos admin snapshot`); answered by the partition loop
+/// once the snapshot is durable, with a [`SnapshotReply`](crate::builtin::SnapshotReply).
+pub const SYS_SNAPSHOT: u32 = 5;
 /// `kv_put(key, value)` on the key's partition.
 pub const KV_PUT: u32 = 10;
 /// `kv_get(key)` on the key's partition.

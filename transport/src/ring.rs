@@ -293,6 +293,41 @@ impl Producer {
         self.try_push_with(header, payload.len(), |dst| dst.copy_from_slice(payload))
     }
 
+    /// Position after the last written frame (a monotonic byte count), for
+    /// [`publish_to`](Self::publish_to).
+    pub fn tail_position(&self) -> u64 {
+        self.tail
+    }
+
+    /// Position up to which frames are visible to the consumer.
+    pub fn published_position(&self) -> u64 {
+        self.published
+    }
+
+    /// Make the frames written before `position` (a value of
+    /// [`tail_position`](Self::tail_position) taken after writing a frame) visible,
+    /// and keep later ones hidden: replies that wait for the log are held this way.
+    pub fn publish_to(&mut self, position: u64) {
+        assert!(position <= self.tail, "publish beyond the written tail");
+        assert!(
+            position.is_multiple_of(FRAME_ALIGN as u64),
+            "publish position misaligned"
+        );
+        if position > self.published {
+            self.ring
+                .control()
+                .producer
+                .tail
+                .store(position, Ordering::Release);
+            self.published = position;
+        }
+    }
+
+    /// Forget every written but unpublished frame (the consumer never saw them).
+    pub fn discard_unpublished(&mut self) {
+        self.tail = self.published;
+    }
+
     /// Make every written frame visible to the consumer.
     pub fn publish(&mut self) {
         if self.tail != self.published {

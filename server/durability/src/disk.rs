@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 pub type Flushed = (Vec<u8>, io::Result<()>);
 
 /// One log segment being appended to.
-pub trait LogFile {
+pub trait LogFile: Send {
     /// Start writing `bytes` at `offset`, then make them durable (fdatasync). Only one
     /// flush may be in flight (asserted by callers).
     fn start(&mut self, offset: u64, bytes: Vec<u8>);
@@ -27,7 +27,7 @@ pub trait LogFile {
 }
 
 /// Where segments are created.
-pub trait LogDir {
+pub trait LogDir: Send {
     /// Create (truncating) the segment at `path` and make its directory entry durable.
     fn create(&mut self, path: &Path) -> io::Result<Box<dyn LogFile>>;
 }

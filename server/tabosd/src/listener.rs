@@ -259,6 +259,7 @@ impl Listener {
                     socket: stream.clone(),
                 },
                 dirty: false,
+                held: Default::default(),
             };
             inbox.send(Command::Attach(Box::new(port)));
         }

@@ -129,6 +129,7 @@ impl Gateway {
                 responses: partition_responses,
                 peer: Peer::Gateway(shared.clone()),
                 dirty: false,
+                held: Default::default(),
             })));
             lanes.push(Lane {
                 requests,

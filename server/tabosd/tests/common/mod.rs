@@ -131,11 +131,14 @@ pub struct Daemon {
 }
 
 /// The flags every test server gets: two partitions, a short spin, no pinning (tests
-/// run side by side on few cores).
+/// run side by side on few cores), and a data directory beside the socket (durability
+/// `sync`, the default, unless a test says otherwise).
 pub fn base_args(socket: &Path) -> Vec<String> {
     vec![
         "--socket".into(),
         socket.display().to_string(),
+        "--data-dir".into(),
+        socket.with_file_name("data").display().to_string(),
         "--partitions".into(),
         "2".into(),
         "--spin-us".into(),
