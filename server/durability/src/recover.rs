@@ -234,12 +234,17 @@ pub fn verify_data_dir(data_dir: &Path) -> Result<Vec<String>, Corrupt> {
         })
         .collect();
     dirs.sort();
-    if let Some(meta) = meta {
-        lines.push(format!(
-            "meta: {} partitions, node {}",
-            meta.partition_count, meta.node_id
+    let Some(meta) = meta else {
+        return Err(Corrupt::new(
+            data_dir,
+            0,
+            "no meta file: not a tabos data directory",
         ));
-    }
+    };
+    lines.push(format!(
+        "meta: {} partitions, node {}",
+        meta.partition_count, meta.node_id
+    ));
     for (p, dir) in dirs {
         let report = recover(&dir, Mode::VerifyOnly, |_| Ok(()), |_| Ok(()))?;
         let mut line = format!(

@@ -71,9 +71,16 @@ impl Server {
     pub fn start(resolved: &Resolved, signals: Option<OwnedFd>) -> Result<Server, String> {
         let config = &resolved.config;
         let registry = tabos_procs::registry();
-        // Recover before serving: nobody sees a state the log has not caught up with.
-        let recovered = recovery::recover_node(resolved, &registry)?;
         let listener = bind_socket(&config.socket)?;
+        // Recover before serving (the listener starts below): nobody sees a state the
+        // log has not caught up with. Clients that connect meanwhile wait.
+        let recovered = match recovery::recover_node(resolved, &registry) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = std::fs::remove_file(&config.socket);
+                return Err(e);
+            }
+        };
         assert!(
             resolved.partition_base + resolved.partition_count <= resolved.global_partition_count
         );
