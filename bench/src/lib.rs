@@ -26,6 +26,7 @@
 #![forbid(unsafe_code)]
 
 pub mod baseline;
+pub mod durability;
 pub mod error;
 pub mod fs;
 pub mod invoke;

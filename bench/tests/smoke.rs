@@ -335,3 +335,36 @@ fn fs_quick_writes_every_record() {
         "records: {records:?}"
     );
 }
+
+#[test]
+fn durability_quick_writes_every_record() {
+    let records = run_quick(&["durability"]);
+    check_fields(&records);
+    for mode in ["off", "async", "sync"] {
+        let system = format!("tabos-{mode}");
+        for workload in [
+            "durability-kv-put",
+            "durability-sched-fifo",
+            "durability-ipc-send-recv",
+        ] {
+            expect_one(
+                &records,
+                workload,
+                Some(&system),
+                &[("durability", mode.into())],
+            );
+        }
+    }
+    expect_one(
+        &records,
+        "durability-snapshot-pause",
+        Some("tabos-sync"),
+        &[],
+    );
+    assert_eq!(
+        matching(&records, "durability-recovery", Some("tabos-sync"), &[]).len(),
+        2,
+        "replay and snapshot recovery"
+    );
+    assert_eq!(records.len(), 9 + 1 + 2, "records: {records:?}");
+}
