@@ -58,6 +58,9 @@ impl DurabilityConfig {
 /// One call of a workload: procedure, partition, arguments.
 type Call = (u32, u32, Vec<u8>);
 
+/// The calls of operation `i` of a workload.
+type Workload = Box<dyn FnMut(u64) -> Vec<Call>>;
+
 /// Keep `depth` calls in flight for `time`, each op being the calls `next(i)` returns
 /// (submitted together); returns per-call latencies and ops per second.
 fn closed_loop(
@@ -160,7 +163,7 @@ pub fn run(settings: &Settings, config: &DurabilityConfig) -> Result<Vec<Record>
                 .map_err(client_error)?;
         }
         let value = vec![7u8; 64];
-        let workloads: [(&str, Box<dyn FnMut(u64) -> Vec<Call>>); 3] = [
+        let workloads: [(&str, Workload); 3] = [
             (
                 "kv-put",
                 Box::new(move |i| {
