@@ -8,12 +8,12 @@
 
 mod common;
 
-use common::{send_signal, tabosd_exe, wait_exit, within, TestDir, HANG_TIMEOUT, START_TIMEOUT};
+use common::{send_signal, start_on_data_dir, wait_exit, within, TestDir, HANG_TIMEOUT};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tabos_client::{Client, Error, Policy};
@@ -68,34 +68,7 @@ fn file_content(seq: u64) -> Vec<u8> {
 }
 
 fn start(socket: &Path, data: &Path, log: &Path) -> Child {
-    let child = Command::new(tabosd_exe())
-        .arg("--socket")
-        .arg(socket)
-        .arg("--data-dir")
-        .arg(data)
-        .args(["--partitions", "2", "--spin-us", "50", "--no-pin"])
-        .env_remove("TABOS_SOCKET")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(
-            std::fs::File::options()
-                .create(true)
-                .append(true)
-                .open(log)
-                .unwrap(),
-        )
-        .spawn()
-        .expect("start tabosd");
-    let deadline = Instant::now() + START_TIMEOUT;
-    while Client::connect(socket).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "tabosd did not start:\n{}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child
+    start_on_data_dir(socket, data, log, &[])
 }
 
 /// Run random operations until the connection breaks (the kill) or `budget` passes.
