@@ -560,6 +560,30 @@ mod tests {
     }
 
     #[test]
+    fn publish_to_shows_a_prefix_and_discard_forgets_the_rest() {
+        let (mut p, mut c) = HeapRing::pair(RING_BYTES_MIN);
+        let mut buf = Vec::new();
+        let mut after = Vec::new();
+        for i in 0..4u64 {
+            assert!(p.try_push(req(i), &i.to_le_bytes()).unwrap());
+            after.push(p.tail_position());
+        }
+        p.publish_to(after[1]);
+        assert_eq!(p.published_position(), after[1]);
+        assert_eq!(c.pop(&mut buf).unwrap().map(|h| h.request_id), Some(0));
+        assert_eq!(c.pop(&mut buf).unwrap().map(|h| h.request_id), Some(1));
+        assert_eq!(c.pop(&mut buf).unwrap(), None, "held frames stay hidden");
+        p.publish_to(after[0]); // behind what is published: nothing changes
+        assert_eq!(p.published_position(), after[1]);
+        p.discard_unpublished();
+        assert_eq!(p.tail_position(), after[1]);
+        assert!(p.try_push(req(9), b"x").unwrap());
+        p.publish();
+        assert_eq!(c.pop(&mut buf).unwrap().map(|h| h.request_id), Some(9));
+        assert_eq!(c.pop(&mut buf).unwrap(), None);
+    }
+
+    #[test]
     fn full_ring_pushes_back_until_released() {
         let (mut p, mut c) = HeapRing::pair(RING_BYTES_MIN);
         let payload = vec![1u8; 1000];
