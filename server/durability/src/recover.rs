@@ -128,6 +128,9 @@ pub fn recover(
         while offset < bytes.len() {
             let (record, next) = match decode_at(bytes, offset) {
                 Ok(ok) => ok,
+                Err(_) if bytes[offset..].iter().all(|&b| b == 0) => {
+                    break; // the zeros a segment keeps ahead of its records: clean end
+                }
                 Err(why) => {
                     let later = valid_record_after(bytes, offset + 1)
                         || files[index + 1..]

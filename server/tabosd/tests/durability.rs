@@ -315,7 +315,13 @@ fn files_of(data_dir: &Path) -> Vec<(PathBuf, u64)> {
     for p in 0..PARTITIONS {
         let listing = layout::list(&partition_dir(data_dir, p)).unwrap();
         for (_, path) in listing.segments.iter().chain(&listing.snapshots) {
-            out.push((path.clone(), std::fs::metadata(path).unwrap().len()));
+            // Corrupt where the bytes matter: a segment's records, not the zeros it
+            // keeps written ahead of them.
+            let bytes = std::fs::read(path).unwrap();
+            let end = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+            if end > 0 {
+                out.push((path.clone(), end as u64));
+            }
         }
     }
     out
