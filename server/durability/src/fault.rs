@@ -124,3 +124,58 @@ impl LogFile for FaultyFile {
         self.poll()
     }
 }
+
+/// A real directory whose segments fail every flush after the first `flushes_ok`
+/// (counted per segment file): how a process-level test makes a running tabosd meet a
+/// failing disk (tabosd reads `TABOS_FAULT_LOG_FAIL_AFTER`, a test-only hook). A
+/// failed flush writes nothing.
+#[derive(Debug)]
+pub struct FailAfter {
+    inner: crate::disk::RealDir,
+    flushes_ok: u64,
+}
+
+impl FailAfter {
+    pub fn new(flushes_ok: u64) -> FailAfter {
+        FailAfter {
+            inner: crate::disk::RealDir::new(),
+            flushes_ok,
+        }
+    }
+}
+
+impl LogDir for FailAfter {
+    fn create(&mut self, path: &Path) -> io::Result<Box<dyn LogFile>> {
+        Ok(Box::new(FailingFile {
+            inner: self.inner.create(path)?,
+            left: self.flushes_ok,
+            failed: None,
+        }))
+    }
+}
+
+struct FailingFile {
+    inner: Box<dyn LogFile>,
+    left: u64,
+    failed: Option<Flushed>,
+}
+
+impl LogFile for FailingFile {
+    fn start(&mut self, offset: u64, bytes: Vec<u8>) {
+        if self.left == 0 {
+            let e = io::Error::other("injected write failure (TABOS_FAULT_LOG_FAIL_AFTER)");
+            self.failed = Some((bytes, Err(e)));
+            return;
+        }
+        self.left -= 1;
+        self.inner.start(offset, bytes);
+    }
+
+    fn poll(&mut self) -> Option<Flushed> {
+        self.failed.take().or_else(|| self.inner.poll())
+    }
+
+    fn wait(&mut self) -> Option<Flushed> {
+        self.failed.take().or_else(|| self.inner.wait())
+    }
+}

@@ -16,7 +16,7 @@ pub mod snapshot;
 pub mod writer;
 
 pub use disk::{LogDir, LogFile, RealDir};
-pub use fault::FaultyDisk;
+pub use fault::{FailAfter, FaultyDisk};
 pub use layout::{lock, partition_dir, DirLock, Meta};
 pub use record::Record;
 pub use recover::{recover, verify_data_dir, Corrupt, Mode, Report, TornTail};

@@ -84,7 +84,13 @@ impl Durable {
             Durability::Async => FlushPolicy::Async(log_flush),
             Durability::Off => return Ok(Durable::off(partition)),
         };
-        let writer = LogWriter::open(dir, Box::new(RealDir::new()), policy, last_lsn)?;
+        // Test-only hook: fail every log flush after the first N (fail-stop tests).
+        let disk: Box<dyn tabos_durability::LogDir> =
+            match std::env::var("TABOS_FAULT_LOG_FAIL_AFTER").map(|v| v.parse::<u64>()) {
+                Ok(Ok(n)) => Box::new(tabos_durability::FailAfter::new(n)),
+                _ => Box::new(RealDir::new()),
+            };
+        let writer = LogWriter::open(dir, disk, policy, last_lsn)?;
         Ok(Durable {
             mode,
             writer: Some(writer),

@@ -178,3 +178,85 @@ fn writes_survive_restarts_snapshots_truncate_and_corruption_is_named() {
     let err = refused(&socket, &data, &log, &["--partitions", "3"]);
     assert!(err.contains("2 partitions"), "{err}");
 }
+
+#[test]
+fn a_failing_log_makes_the_partition_refuse_instead_of_acknowledging() {
+    let dir = TestDir::new("failstop");
+    let (socket, data, log) = (dir.socket(), dir.path.join("data"), dir.path.join("log"));
+    let mut child = Command::new(tabosd_exe())
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["--partitions", "2", "--no-pin", "--spin-us", "50"])
+        .env("TABOS_FAULT_LOG_FAIL_AFTER", "20")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("start tabosd");
+    let mut client = loop {
+        if let Ok(c) = Client::connect(&socket) {
+            break c;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "tabosd exited");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    // Keys of partition 0 only: one record per call, so one flush per call.
+    let keys: Vec<Vec<u8>> = (0u32..)
+        .map(|i| format!("f{i}").into_bytes())
+        .filter(|k| client.partition_for_key(k) == 0)
+        .take(40)
+        .collect();
+    let mut acked = Vec::new();
+    let mut refused = 0;
+    for key in &keys {
+        match client.kv_put(key, b"v") {
+            Ok(()) => {
+                assert_eq!(refused, 0, "a write was acknowledged after the log failed");
+                acked.push(key.clone());
+            }
+            Err(tabos_client::Error::Status(tabos_client::Status::StorageFailed)) => refused += 1,
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+    assert_eq!(acked.len(), 20, "the first 20 flushes succeed");
+    assert_eq!(refused, 20);
+    // Reads on the failed partition are refused too; the other partition serves.
+    let err = client.kv_get(&keys[0]).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            tabos_client::Error::Status(tabos_client::Status::StorageFailed)
+        ),
+        "{err}"
+    );
+    let other = (0u32..)
+        .map(|i| format!("g{i}").into_bytes())
+        .find(|k| client.partition_for_key(k) == 1)
+        .unwrap();
+    client.kv_put(&other, b"fine").unwrap();
+    drop(client);
+    stop(child);
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("injected write failure") && logged.contains("fail-stop"),
+        "{logged}"
+    );
+    // A restart on a good disk has exactly the acknowledged writes.
+    let child = start_on_data_dir(&socket, &data, &log, &[]);
+    let mut client = Client::connect(&socket).unwrap();
+    for key in &acked {
+        assert_eq!(client.kv_get(key).unwrap(), Some(b"v".to_vec()));
+    }
+    for key in &keys[20..] {
+        assert_eq!(
+            client.kv_get(key).unwrap(),
+            None,
+            "a refused write survived"
+        );
+    }
+    assert_eq!(client.kv_get(&other).unwrap(), Some(b"fine".to_vec()));
+    drop(client);
+    stop(child);
+}
