@@ -6,7 +6,7 @@
 //! - [`measure`]: latency histograms, timer overhead, core pinning;
 //! - [`machine`]: what the run was measured on;
 //! - [`report`]: JSON records and the markdown summary;
-//! - one module per workload ([`invoke`], [`sched`], [`ipc`], [`fs`]), and
+//! - one module per workload ([`invoke`], [`sched`], [`ipc`], [`fs`], [`durability`]), and
 //!   [`baseline`] for what tabos is compared with (a system call, loopback TCP, the
 //!   Linux filesystem).
 //!
@@ -20,6 +20,7 @@
 //! target/release/tabos-bench sched --json /tmp/sched.json     # figure 5, ~2 min
 //! target/release/tabos-bench ipc --json /tmp/ipc.json         # figures 6-8, ~1 min
 //! target/release/tabos-bench fs --json /tmp/fs.json           # figure 10, tables 1-2
+//! target/release/tabos-bench durability --json /tmp/dur.json  # off/async/sync, recovery
 //! cargo bench -p tabos-bench --bench invoke                   # criterion
 //! ```
 
