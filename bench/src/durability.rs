@@ -286,12 +286,12 @@ fn snapshot_and_recovery(
         l
     };
     let mut records = Vec::new();
-    // Throughput of these one-off figures: rows per second (serialized, recovered).
+    // Throughput of these one-off figures: rows per second (copied, recovered).
     let rows_per_s = |us: f64| Some(config.state_rows as f64 / (us.max(1.0) / 1e6));
     let mut pause = Record::from_latencies(
         "durability-snapshot-pause",
         "tabos-sync",
-        base("partition pause: log flush + serialization (file written off-thread); ops = rows"),
+        base("partition pause: log flush + copy of the rows (encoded and written off-thread); ops = rows"),
         &one(snap.pause_us as f64),
         rows_per_s(snap.pause_us as f64),
     );

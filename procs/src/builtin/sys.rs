@@ -58,8 +58,8 @@ pub struct SnapshotReply {
     pub lsn: u64,
     /// Bytes of the snapshot file.
     pub file_bytes: u64,
-    /// How long the partition stopped serving: flushing the log and serializing its
-    /// state. Writing the file happens off the partition thread.
+    /// How long the partition stopped serving: flushing the log and copying its rows.
+    /// Encoding and writing the file happen off the partition thread.
     pub pause_us: u64,
     /// How long writing and syncing the file took, off the partition thread.
     pub write_us: u64,

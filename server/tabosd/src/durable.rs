@@ -196,7 +196,7 @@ impl Durable {
             && writer.flushed_bytes - self.flushed_at_snapshot >= self.snapshot_every_bytes
     }
 
-    /// Snapshot `db` now: flush the log, serialize the state (the pause), start a new
+    /// Snapshot `db` now: flush the log, copy the rows (the pause), start a new
     /// segment, and write the file on a helper thread. `waiter`, if given, is answered
     /// when the file is durable. With durability off, answers at once (nothing written).
     pub fn snapshot(
@@ -226,8 +226,7 @@ impl Durable {
             });
         }
         let lsn = writer.last_lsn();
-        let mut image = Vec::new();
-        db.write_image(&mut image);
+        let rows = db.image_rows();
         if let Err(f) = writer.rotate() {
             return Some(SnapshotDone {
                 result: Err(f.0),
@@ -240,7 +239,12 @@ impl Durable {
         let (dir, partition) = (self.dir.clone(), self.partition);
         let handle = std::thread::Builder::new()
             .name(format!("snapshot-p{partition}"))
-            .spawn(move || snapshot::write_and_prune(&dir, partition, lsn, &image));
+            .spawn(move || {
+                let mut image = Vec::new();
+                rows.write(&mut image);
+                drop(rows);
+                snapshot::write_and_prune(&dir, partition, lsn, &image)
+            });
         let handle = match handle {
             Ok(h) => h,
             Err(e) => {
