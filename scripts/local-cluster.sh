@@ -47,6 +47,7 @@ start() {
     } > "$dir/cluster.toml"
     for i in $(seq 1 "$n"); do
         "$tabosd" --cluster "$dir/cluster.toml" --node "$i" --no-pin --spin-us 20 \
+            --data-dir "$dir/node-$i/data" \
             > "$dir/node-$i/log" 2>&1 &
         echo $! > "$dir/node-$i/pid"
     done

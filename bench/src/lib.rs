@@ -6,7 +6,8 @@
 //! - [`measure`]: latency histograms, timer overhead, core pinning;
 //! - [`machine`]: what the run was measured on;
 //! - [`report`]: JSON records and the markdown summary;
-//! - one module per workload ([`invoke`], [`sched`], [`ipc`], [`fs`], [`sql`]), and
+//! - one module per workload ([`invoke`], [`sched`], [`ipc`], [`fs`], [`sql`],
+//!   [`durability`]), and
 //!   [`baseline`] for what tabos is compared with (a system call, loopback TCP, the
 //!   Linux filesystem).
 //!
@@ -20,12 +21,14 @@
 //! target/release/tabos-bench sched --json /tmp/sched.json     # figure 5, ~2 min
 //! target/release/tabos-bench ipc --json /tmp/ipc.json         # figures 6-8, ~1 min
 //! target/release/tabos-bench fs --json /tmp/fs.json           # figure 10, tables 1-2
+//! target/release/tabos-bench durability --json /tmp/dur.json  # off/async/sync, recovery
 //! cargo bench -p tabos-bench --bench invoke                   # criterion
 //! ```
 
 #![forbid(unsafe_code)]
 
 pub mod baseline;
+pub mod durability;
 pub mod error;
 pub mod fs;
 pub mod invoke;

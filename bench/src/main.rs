@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
+use tabos_bench::durability::{self, DurabilityConfig};
 use tabos_bench::fs::{self, FsConfig};
 use tabos_bench::invoke::{self, InvokeConfig};
 use tabos_bench::ipc::{self, IpcConfig};
@@ -125,7 +126,15 @@ enum Workload {
     /// seconds.
     Sql(SqlArgs),
 
-    /// Every workload in turn (invoke, sched, ipc, fs, sql, pfs) with default settings,
+    /// Durability modes (issue 6): kv puts, scheduler FIFO and IPC send/recv with many
+    /// calls in flight against tabosd with --durability off, async and sync in the same
+    /// run (throughput, p50/p99 per call); then the snapshot pause of a loaded
+    /// partition and recovery time per GiB, by log replay and from a snapshot. The log
+    /// goes to a fresh data dir under the benchmark's temporary directory. Full run:
+    /// about 40 s; --quick: a few seconds.
+    Durability(DurabilityArgs),
+
+    /// Every workload in turn (invoke, sched, ipc, fs, sql, durability, pfs) with default settings,
     /// one summary and one JSON file: the whole report (docs/BENCHMARKS.md). Full
     /// run: about 15 minutes; --quick: under a minute (what CI runs).
     All,
@@ -190,6 +199,44 @@ struct SchedArgs {
     /// 1000,5000).
     #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = parse_rate)]
     pg_loads: Option<Vec<f64>>,
+}
+
+#[derive(Args, Debug)]
+struct DurabilityArgs {
+    /// Calls kept in flight (sync mode commits at most this many per fdatasync).
+    /// Default: 4096 (--quick: 256).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=4096))]
+    depth: Option<u64>,
+
+    /// Seconds of each workload in each mode (after an untimed tenth). Default: 3
+    /// (--quick: 0.3).
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    seconds_per_run: Option<f64>,
+
+    /// Key-value rows (1 KiB each) loaded for the snapshot and recovery figures.
+    /// Default: 250000 (--quick: 10000).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    state_rows: Option<u64>,
+}
+
+impl DurabilityArgs {
+    fn config(&self, quick: bool) -> DurabilityConfig {
+        let mut config = if quick {
+            DurabilityConfig::quick()
+        } else {
+            DurabilityConfig::full()
+        };
+        if let Some(d) = self.depth {
+            config.depth = d as usize;
+        }
+        if let Some(s) = self.seconds_per_run {
+            config.per_run = Duration::from_secs_f64(s);
+        }
+        if let Some(n) = self.state_rows {
+            config.state_rows = n;
+        }
+        config
+    }
 }
 
 #[derive(Args, Debug)]
@@ -589,6 +636,11 @@ fn run(cli: &Cli, settings: &Settings) -> Result<(Vec<Record>, Vec<String>), Err
             pfs::run(settings, &PfsConfig::new(settings.quick))?,
             Vec::new(),
         )),
+        Workload::Durability(args) => {
+            let records = durability::run(settings, &args.config(settings.quick))?;
+            let summary = durability::summary(&records);
+            Ok((records, summary))
+        }
         Workload::All => run_all(settings),
     }
 }
@@ -597,7 +649,7 @@ fn run(cli: &Cli, settings: &Settings) -> Result<(Vec<Record>, Vec<String>), Err
 fn run_all(settings: &Settings) -> Result<(Vec<Record>, Vec<String>), Error> {
     let mut records = Vec::new();
     let mut lines = Vec::new();
-    for name in ["invoke", "sched", "ipc", "fs", "sql"] {
+    for name in ["invoke", "sched", "ipc", "fs", "sql", "durability"] {
         eprintln!("[all] {name}");
         let cli = Cli::parse_from(["tabos-bench", name]);
         let (r, l) = run(&cli, settings)?;

@@ -296,6 +296,24 @@ impl Tabosd {
         &self.socket
     }
 
+    /// Stop tabosd cleanly and start it again in the same directory (so on the same
+    /// data dir): returns how long the new process took to serve, recovery included.
+    pub fn restart(&mut self, binary: &Path, layout: &Layout) -> Result<Duration, Error> {
+        if let Some(child) = self.child.take() {
+            terminate(child)?;
+        }
+        let started = Instant::now();
+        let spawned = spawn_on_core(binary, &self.socket, self.net.as_ref(), layout);
+        self.child = Some(spawned.map_err(|e| Error::Server(format!("cannot restart: {e}")))?);
+        self.wait_ready()?;
+        Ok(started.elapsed())
+    }
+
+    /// The directory of this tabosd's socket and data dir.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// How remote clients reach it (a layout with `listen`).
     pub fn net(&self) -> Option<&NetAccess> {
         self.net.as_ref()
@@ -342,6 +360,15 @@ fn spawn_on_core(
                         .arg(&net.address)
                         .arg("--secret-file")
                         .arg(&net.secret_file);
+                }
+                // The figure benchmarks compare against PostgreSQL with
+                // synchronous_commit=off: the same guarantee as --durability async.
+                // A layout that names --durability (the durability benchmark) wins.
+                if !layout.extra_args.iter().any(|a| a == "--durability") {
+                    command.args(["--durability", "async"]);
+                }
+                if !layout.extra_args.iter().any(|a| a == "--data-dir") {
+                    command.arg("--data-dir").arg(socket.with_file_name("data"));
                 }
                 command
                     .arg("--socket")

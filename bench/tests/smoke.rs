@@ -361,3 +361,36 @@ fn sql_quick_writes_every_record() {
     expect_one(&records, "sql-scan", tabos, &[("chunk_rows", 256.into())]);
     assert_eq!(records.len(), 3 + 2 + 1, "records: {records:?}");
 }
+
+#[test]
+fn durability_quick_writes_every_record() {
+    let records = run_quick(&["durability"]);
+    check_fields(&records);
+    for mode in ["off", "async", "sync"] {
+        let system = format!("tabos-{mode}");
+        for workload in [
+            "durability-kv-put",
+            "durability-sched-fifo",
+            "durability-ipc-send-recv",
+        ] {
+            expect_one(
+                &records,
+                workload,
+                Some(&system),
+                &[("durability", mode.into())],
+            );
+        }
+    }
+    expect_one(
+        &records,
+        "durability-snapshot-pause",
+        Some("tabos-sync"),
+        &[],
+    );
+    assert_eq!(
+        matching(&records, "durability-recovery", Some("tabos-sync"), &[]).len(),
+        2,
+        "replay and snapshot recovery"
+    );
+    assert_eq!(records.len(), 9 + 1 + 2, "records: {records:?}");
+}

@@ -35,6 +35,16 @@ impl Client {
         }
     }
 
+    /// Snapshot `partition` now (its older log is then deleted); returns once the
+    /// snapshot file is durable, with what it cost.
+    pub fn snapshot(
+        &mut self,
+        partition: u32,
+    ) -> Result<tabos_procs::builtin::SnapshotReply, Error> {
+        let reply = self.call(ids::SYS_SNAPSHOT, partition, &[])?;
+        tabos_procs::builtin::SnapshotReply::decode(&reply).map_err(Error::Status)
+    }
+
     /// Store `value` under `key` in the replicated table (every partition, one order).
     pub fn rkv_put(&mut self, key: &[u8], value: &[u8]) -> Result<(), Error> {
         self.call(ids::RKV_PUT, 0, &kv_args(key, value)).map(drop)

@@ -9,6 +9,9 @@ pub const SYS_STATS: u32 = 3;
 /// The cluster's partition map (the paper's Map, as the node knows it); answered by
 /// the partition loop itself.
 pub const SYS_CLUSTER_MAP: u32 = 4;
+/// Snapshot the partition now (`tabos admin snapshot`); answered by the partition loop
+/// once the snapshot is durable, with a [`SnapshotReply`](crate::builtin::SnapshotReply).
+pub const SYS_SNAPSHOT: u32 = 7;
 /// `kv_put(key, value)` on the key's partition.
 pub const KV_PUT: u32 = 10;
 /// `kv_get(key)` on the key's partition.
@@ -36,6 +39,7 @@ pub fn system_name(id: u32) -> Option<&'static str> {
         SYS_CLUSTER_MAP => Some("sys_cluster_map"),
         SYS_PROCEDURES => Some("sys_procedures"),
         SYS_CONNECTIONS => Some("sys_connections"),
+        SYS_SNAPSHOT => Some("sys_snapshot"),
         _ => None,
     }
 }
@@ -49,3 +53,46 @@ pub const SYSTEM_MAX: u32 = 9;
 pub use crate::fs::ids as fs;
 pub use crate::ipc::ids as ipc;
 pub use crate::sched::ids as sched;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ids the partition loop answers itself must be distinct, below [`SYSTEM_MAX`],
+    /// and clear of every registered procedure (two branches once both took id 5).
+    #[test]
+    fn system_ids_are_distinct_and_reserved() {
+        let system = [
+            NULL,
+            ECHO,
+            SYS_STATS,
+            SYS_CLUSTER_MAP,
+            SYS_SNAPSHOT,
+            SYS_PROCEDURES,
+            SYS_CONNECTIONS,
+        ];
+        let mut seen = std::collections::HashSet::new();
+        for id in system {
+            assert!(seen.insert(id), "procedure id {id} is used twice");
+        }
+        for id in [
+            SYS_STATS,
+            SYS_CLUSTER_MAP,
+            SYS_SNAPSHOT,
+            SYS_PROCEDURES,
+            SYS_CONNECTIONS,
+        ] {
+            assert!(id < SYSTEM_MAX, "system id {id} not below SYSTEM_MAX");
+            assert!(system_name(id).is_some(), "system id {id} has no name");
+        }
+        let registry = crate::registry();
+        for def in registry.iter() {
+            assert!(
+                !seen.contains(&def.id) || def.id == NULL || def.id == ECHO,
+                "registered procedure {} reuses system id {}",
+                def.name,
+                def.id
+            );
+        }
+    }
+}

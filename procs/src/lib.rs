@@ -16,6 +16,7 @@ pub mod ids;
 pub mod ipc;
 pub mod sched;
 pub mod schema;
+pub mod snapshot;
 pub mod testing;
 
 pub use schema::{DbLimits, PartitionDb};

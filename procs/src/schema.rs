@@ -114,6 +114,14 @@ impl Schema for PartitionDb {
         self.fs.rollback();
     }
 
+    fn has_uncommitted(&self) -> bool {
+        self.kv.has_uncommitted()
+            || self.rkv.has_uncommitted()
+            || self.sched.has_uncommitted()
+            || self.ipc.has_uncommitted()
+            || self.fs.has_uncommitted()
+    }
+
     fn check_consistency(&self) -> Result<(), ConsistencyError> {
         self.kv.check_consistency()?;
         self.rkv.check_consistency()?;

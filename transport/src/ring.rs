@@ -293,6 +293,41 @@ impl Producer {
         self.try_push_with(header, payload.len(), |dst| dst.copy_from_slice(payload))
     }
 
+    /// Position after the last written frame (a monotonic byte count), for
+    /// [`publish_to`](Self::publish_to).
+    pub fn tail_position(&self) -> u64 {
+        self.tail
+    }
+
+    /// Position up to which frames are visible to the consumer.
+    pub fn published_position(&self) -> u64 {
+        self.published
+    }
+
+    /// Make the frames written before `position` (a value of
+    /// [`tail_position`](Self::tail_position) taken after writing a frame) visible,
+    /// and keep later ones hidden: replies that wait for the log are held this way.
+    pub fn publish_to(&mut self, position: u64) {
+        assert!(position <= self.tail, "publish beyond the written tail");
+        assert!(
+            position.is_multiple_of(FRAME_ALIGN as u64),
+            "publish position misaligned"
+        );
+        if position > self.published {
+            self.ring
+                .control()
+                .producer
+                .tail
+                .store(position, Ordering::Release);
+            self.published = position;
+        }
+    }
+
+    /// Forget every written but unpublished frame (the consumer never saw them).
+    pub fn discard_unpublished(&mut self) {
+        self.tail = self.published;
+    }
+
     /// Make every written frame visible to the consumer.
     pub fn publish(&mut self) {
         if self.tail != self.published {
@@ -527,6 +562,30 @@ mod tests {
             }
         }
         assert!(next_read > 1000, "the ring wrapped many times");
+    }
+
+    #[test]
+    fn publish_to_shows_a_prefix_and_discard_forgets_the_rest() {
+        let (mut p, mut c) = HeapRing::pair(RING_BYTES_MIN);
+        let mut buf = Vec::new();
+        let mut after = Vec::new();
+        for i in 0..4u64 {
+            assert!(p.try_push(req(i), &i.to_le_bytes()).unwrap());
+            after.push(p.tail_position());
+        }
+        p.publish_to(after[1]);
+        assert_eq!(p.published_position(), after[1]);
+        assert_eq!(c.pop(&mut buf).unwrap().map(|h| h.request_id), Some(0));
+        assert_eq!(c.pop(&mut buf).unwrap().map(|h| h.request_id), Some(1));
+        assert_eq!(c.pop(&mut buf).unwrap(), None, "held frames stay hidden");
+        p.publish_to(after[0]); // behind what is published: nothing changes
+        assert_eq!(p.published_position(), after[1]);
+        p.discard_unpublished();
+        assert_eq!(p.tail_position(), after[1]);
+        assert!(p.try_push(req(9), b"x").unwrap());
+        p.publish();
+        assert_eq!(c.pop(&mut buf).unwrap().map(|h| h.request_id), Some(9));
+        assert_eq!(c.pop(&mut buf).unwrap(), None);
     }
 
     #[test]

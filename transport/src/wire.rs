@@ -111,6 +111,10 @@ pub enum Status {
     /// The node that owns the partition is unreachable (set by the client library
     /// for calls in flight to a node that went away).
     NodeUnavailable = 9,
+    /// The partition could not make a write durable (a log write or fdatasync failed)
+    /// and refuses calls until it is restarted: fail-stop, never an acknowledgement of
+    /// what it cannot keep. The server's log says why.
+    StorageFailed = 10,
     /// No such row, key, file or user.
     NotFound = 100,
     /// The row already exists.
@@ -145,7 +149,7 @@ pub enum Status {
 
 impl Status {
     /// Every status, for tests and docs.
-    pub const ALL: [Status; 25] = [
+    pub const ALL: [Status; 26] = [
         Status::Ok,
         Status::UnknownProcedure,
         Status::BadPartition,
@@ -156,6 +160,7 @@ impl Status {
         Status::PermissionDenied,
         Status::BadFrame,
         Status::NodeUnavailable,
+        Status::StorageFailed,
         Status::NotFound,
         Status::AlreadyExists,
         Status::TableFull,
@@ -191,6 +196,9 @@ impl Status {
             Status::PermissionDenied => "permission denied",
             Status::BadFrame => "malformed frame",
             Status::NodeUnavailable => "the node owning the partition is unreachable",
+            Status::StorageFailed => {
+                "the partition cannot make writes durable (log I/O failed); restart it"
+            }
             Status::NotFound => "not found",
             Status::AlreadyExists => "already exists",
             Status::TableFull => "table full",

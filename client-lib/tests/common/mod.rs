@@ -150,6 +150,8 @@ impl Daemon {
         let child = Command::new(tabosd_exe())
             .arg("--socket")
             .arg(&socket)
+            .arg("--data-dir")
+            .arg(dir.path.join("data"))
             .args(["--partitions", "2", "--spin-us", "50", "--no-pin"])
             .env_remove("TABOS_SOCKET")
             .stdin(Stdio::null())

@@ -13,8 +13,10 @@ pub const KEY_BYTES_MAX: usize = 1024;
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct KvRow {
     /// The key (primary key and partitioning key).
+    #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
     /// The value.
+    #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
 }
 

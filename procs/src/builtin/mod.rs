@@ -6,7 +6,7 @@ pub mod scan;
 mod sys;
 
 pub use kv::{kv_args, KvRow, KEY_BYTES_MAX};
-pub use sys::{decode_cluster_map, encode_cluster_map, NodeInfo, PartitionStats};
+pub use sys::{decode_cluster_map, encode_cluster_map, NodeInfo, PartitionStats, SnapshotReply};
 
 use crate::ids;
 use crate::schema::PartitionDb;

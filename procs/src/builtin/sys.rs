@@ -81,6 +81,54 @@ impl PartitionStats {
     }
 }
 
+/// The reply of `sys_snapshot`: what the snapshot holds and what it cost.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SnapshotReply {
+    /// Global partition id.
+    pub partition: u32,
+    /// Whether a snapshot was written (false with durability off).
+    pub written: bool,
+    /// The snapshot holds every record up to this LSN.
+    pub lsn: u64,
+    /// Bytes of the snapshot file.
+    pub file_bytes: u64,
+    /// How long the partition stopped serving: flushing the log and copying its rows.
+    /// Encoding and writing the file happen off the partition thread.
+    pub pause_us: u64,
+    /// How long writing and syncing the file took, off the partition thread.
+    pub write_us: u64,
+}
+
+impl SnapshotReply {
+    /// Append the wire form.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.partition.to_le_bytes());
+        out.extend_from_slice(&u32::from(self.written).to_le_bytes());
+        for v in [self.lsn, self.file_bytes, self.pause_us, self.write_us] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+
+    /// Decode the wire form.
+    pub fn decode(bytes: &[u8]) -> Result<SnapshotReply, Status> {
+        let mut r = ArgReader::new(bytes);
+        let reply = SnapshotReply {
+            partition: r.u32()?,
+            written: match r.u32()? {
+                0 => false,
+                1 => true,
+                _ => return Err(Status::BadArgs),
+            },
+            lsn: r.u64()?,
+            file_bytes: r.u64()?,
+            pause_us: r.u64()?,
+            write_us: r.u64()?,
+        };
+        r.finish()?;
+        Ok(reply)
+    }
+}
+
 /// One node of the cluster as the partition map lists it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NodeInfo {

@@ -162,6 +162,7 @@ pub struct LocalBlock {
     pub block_no: u64,
     pub f_owner: UserName,
     /// At most one block; bytes past the end up to the file size read as zeros.
+    #[serde(with = "serde_bytes")]
     pub bytes: Vec<u8>,
     pub p_key: u32,
 }
@@ -181,6 +182,7 @@ pub struct ParallelBlock {
     pub block_no: u64,
     pub f_owner: UserName,
     pub protection_info: u32,
+    #[serde(with = "serde_bytes")]
     pub bytes: Vec<u8>,
 }
 
@@ -391,6 +393,15 @@ impl Schema for FsTables {
         self.local.rollback();
         self.parallel.rollback();
         self.counter.rollback();
+    }
+
+    fn has_uncommitted(&self) -> bool {
+        self.map.has_uncommitted()
+            || self.users.has_uncommitted()
+            || self.dirs.has_uncommitted()
+            || self.local.has_uncommitted()
+            || self.parallel.has_uncommitted()
+            || self.counter.has_uncommitted()
     }
 
     /// Every table's own invariants, then the tree's (O(n)): each entry's parent is a

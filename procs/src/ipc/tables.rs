@@ -28,7 +28,23 @@ pub struct MessageRow {
     pub message_id: u64,
     /// The payload, shared by every copy a multicast queued on this partition (and by
     /// the undo log, so a receive does not copy it twice).
+    #[serde(with = "shared_bytes")]
     pub data: Arc<[u8]>,
+}
+
+/// Serde for a shared payload as one byte string (a snapshot copies it with one
+/// `memcpy`, not byte by byte as a sequence).
+mod shared_bytes {
+    use std::sync::Arc;
+
+    pub fn serialize<S: serde::Serializer>(data: &Arc<[u8]>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(data)
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Arc<[u8]>, D::Error> {
+        let bytes: serde_bytes::ByteBuf = serde::Deserialize::deserialize(d)?;
+        Ok(Arc::from(bytes.into_vec()))
+    }
 }
 
 impl Row for MessageRow {
@@ -85,6 +101,26 @@ impl IpcTables {
             next_id_floor: 1,
             committed_next_id_floor: 1,
         }
+    }
+
+    /// The id floor, for snapshots.
+    pub fn next_id_floor(&self) -> u64 {
+        self.next_id_floor
+    }
+
+    /// Restore the id floor from a snapshot (nothing may be uncommitted).
+    pub fn restore_next_id_floor(&mut self, floor: u64) {
+        assert!(
+            !self.has_uncommitted_rows(),
+            "restore into a committed state"
+        );
+        assert!(floor >= 1, "message ids start at 1");
+        self.next_id_floor = floor;
+        self.committed_next_id_floor = floor;
+    }
+
+    fn has_uncommitted_rows(&self) -> bool {
+        self.messages.has_uncommitted() || self.mailboxes.has_uncommitted()
     }
 
     /// Messages queued for `receiver_id`.
@@ -171,6 +207,12 @@ impl Schema for IpcTables {
         self.messages.rollback();
         self.mailboxes.rollback();
         self.next_id_floor = self.committed_next_id_floor;
+    }
+
+    fn has_uncommitted(&self) -> bool {
+        self.messages.has_uncommitted()
+            || self.mailboxes.has_uncommitted()
+            || self.next_id_floor != self.committed_next_id_floor
     }
 
     /// Both tables' indexes, and: every message has a mailbox whose count matches and

@@ -278,6 +278,10 @@ impl Schema for SchedTables {
         self.tasks.rollback();
     }
 
+    fn has_uncommitted(&self) -> bool {
+        self.workers.has_uncommitted() || self.tasks.has_uncommitted()
+    }
+
     fn check_consistency(&self) -> Result<(), ConsistencyError> {
         self.workers.check_consistency()?;
         self.tasks.check_consistency()?;

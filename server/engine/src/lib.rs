@@ -22,7 +22,8 @@ pub use args::{put_bytes, put_i64, put_str, put_u32, put_u64, put_u8, ArgReader}
 pub use caller::USER_NAME_BYTES_MAX;
 pub use error::ConsistencyError;
 pub use procedure::{
-    execute, Access, Caller, Ctx, ProcDef, ProcFn, Registry, Scope, UserName, WaitFor,
+    execute, execute_logged, Access, Caller, Ctx, Executed, ProcDef, ProcFn, Registry, Scope,
+    UserName, WaitFor,
 };
 pub use schema::Schema;
 pub use table::{Row, Table};

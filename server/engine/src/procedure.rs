@@ -203,6 +203,20 @@ impl<S: Schema> Registry<S> {
 /// that generically): any earlier uncommitted mutation would share this one's fate.
 /// `ctx.reply` must be empty on entry (asserted).
 pub fn execute<S: Schema>(def: &ProcDef<S>, ctx: &mut Ctx<'_, S>) -> Status {
+    execute_logged(def, ctx).status
+}
+
+/// What [`execute_logged`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Executed {
+    pub status: Status,
+    /// The transaction committed and changed something: the command log must keep it.
+    /// False for read-only and failed invocations (they leave no trace).
+    pub changed: bool,
+}
+
+/// [`execute`], also telling whether the invocation committed changes.
+pub fn execute_logged<S: Schema>(def: &ProcDef<S>, ctx: &mut Ctx<'_, S>) -> Executed {
     assert!(
         ctx.reply.is_empty(),
         "reply buffer not empty before {}",
@@ -226,7 +240,9 @@ pub fn execute<S: Schema>(def: &ProcDef<S>, ctx: &mut Ctx<'_, S>) -> Status {
             status
         }
     };
+    let mut changed = false;
     if status == Status::Ok {
+        changed = ctx.db.has_uncommitted();
         ctx.db.commit();
     } else {
         ctx.db.rollback();
@@ -234,7 +250,12 @@ pub fn execute<S: Schema>(def: &ProcDef<S>, ctx: &mut Ctx<'_, S>) -> Status {
         ctx.notify.clear();
     }
     assert!(ctx.reply.len() <= ctx.max_reply_bytes);
-    status
+    assert!(
+        !ctx.db.has_uncommitted(),
+        "{} left changes uncommitted",
+        def.name
+    );
+    Executed { status, changed }
 }
 
 #[cfg(test)]

@@ -11,6 +11,9 @@ pub trait Schema: 'static {
     fn commit(&mut self);
     /// Undo every mutation since the last commit or rollback.
     fn rollback(&mut self);
+    /// Whether anything changed since the last commit or rollback. A transaction that
+    /// commits with nothing changed is not written to the command log.
+    fn has_uncommitted(&self) -> bool;
     /// Check every table's invariants; see [`Table::check_consistency`](crate::Table::check_consistency).
     fn check_consistency(&self) -> Result<(), ConsistencyError>;
 }

@@ -490,6 +490,10 @@ impl<R: Row> Schema for Table<R> {
         Table::rollback(self);
     }
 
+    fn has_uncommitted(&self) -> bool {
+        Table::has_uncommitted(self)
+    }
+
     fn check_consistency(&self) -> Result<(), ConsistencyError> {
         Table::check_consistency(self)
     }

@@ -185,6 +185,9 @@ impl Schema for Db {
         self.users.rollback();
         self.files.rollback();
     }
+    fn has_uncommitted(&self) -> bool {
+        self.users.has_uncommitted() || self.files.has_uncommitted()
+    }
     fn check_consistency(&self) -> Result<(), ConsistencyError> {
         self.users.check_consistency()?;
         self.files.check_consistency()

@@ -118,6 +118,44 @@ pub struct Config {
     /// Microseconds a partition spins on empty rings before it sleeps on its doorbell.
     #[arg(long, default_value_t = 100)]
     pub spin_us: u64,
+
+    /// Directory of the command log and snapshots (created if missing; one tabosd at a
+    /// time: it is locked). Layout: meta, lock, p<partition>/log-<lsn>.log,
+    /// p<partition>/snap-<lsn>.snap. Not used with --durability off.
+    #[arg(
+        long,
+        default_value = "./tabos-data",
+        env = "TABOS_DATA_DIR",
+        value_name = "DIR"
+    )]
+    pub data_dir: PathBuf,
+
+    /// sync: a reply leaves only after its log record is on disk (group commit: each
+    /// flush takes every record that arrived during the previous one). async: replies
+    /// leave at once and the log is flushed at least every --log-flush-ms, so a crash
+    /// may lose the last few milliseconds of acknowledged writes. off: no log, no
+    /// snapshots, nothing survives a restart.
+    #[arg(long, value_enum, default_value = "sync")]
+    pub durability: Durability,
+
+    /// With --durability async, the longest a logged record waits before its flush
+    /// starts, in milliseconds.
+    #[arg(long, default_value_t = 10)]
+    pub log_flush_ms: u64,
+
+    /// A partition snapshots its state (and deletes the log before it) once this many
+    /// MiB of log were written since its last snapshot; 0: only on demand (tabos admin
+    /// snapshot).
+    #[arg(long, default_value_t = 256, value_name = "MIB")]
+    pub snapshot_every_mib: u64,
+}
+
+/// How acknowledged writes survive a crash (see `--durability`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    Sync,
+    Async,
+    Off,
 }
 
 /// The `--net` of cluster node `entry`, given `flag` from the command line. The file's
@@ -290,6 +328,12 @@ impl Config {
             return Err(
                 "--listen needs --secret-file: remote clients must prove the cluster secret".into(),
             );
+        }
+        if self.log_flush_ms == 0 || self.log_flush_ms > 60_000 {
+            return Err(format!(
+                "--log-flush-ms must be 1..=60000, got {}",
+                self.log_flush_ms
+            ));
         }
         if self.clients_max == 0 {
             return Err("--clients-max must be at least 1".into());

@@ -11,11 +11,13 @@ pub mod broadcast;
 pub mod cluster;
 pub mod config;
 pub mod counters;
+pub mod durable;
 pub mod inbox;
 pub mod listener;
 pub mod net;
 pub mod partition;
 pub mod port;
+pub mod recovery;
 
 use config::Resolved;
 use inbox::Inbox;
@@ -26,12 +28,13 @@ use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tabos_procs::PartitionDb;
 use tabos_transport::doorbell::EventFd;
 
 /// A running node.
 #[derive(Debug)]
 pub struct Server {
+    /// The data directory's lock, released when the server is dropped.
+    _lock: Option<tabos_durability::DirLock>,
     socket_path: PathBuf,
     stop: Arc<EventFd>,
     listener: Option<std::thread::JoinHandle<()>>,
@@ -68,7 +71,17 @@ impl Server {
     /// signalfd whose readiness starts shutdown.
     pub fn start(resolved: &Resolved, signals: Option<OwnedFd>) -> Result<Server, String> {
         let config = &resolved.config;
+        let registry = tabos_procs::registry();
         let listener = bind_socket(&config.socket)?;
+        // Recover before serving (the listener starts below): nobody sees a state the
+        // log has not caught up with. Clients that connect meanwhile wait.
+        let recovered = match recovery::recover_node(resolved, &registry) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = std::fs::remove_file(&config.socket);
+                return Err(e);
+            }
+        };
         assert!(
             resolved.partition_base + resolved.partition_count <= resolved.global_partition_count
         );
@@ -79,7 +92,7 @@ impl Server {
         let node = Arc::new(NodeShared {
             inboxes,
             coordinator: Default::default(),
-            registry: tabos_procs::registry(),
+            registry,
             node_id: config.node_id,
             partition_base: resolved.partition_base,
             global_partition_count: resolved.global_partition_count,
@@ -87,31 +100,18 @@ impl Server {
             max_payload_bytes: config.max_payload_bytes as usize,
             spin: Duration::from_micros(config.spin_us),
         });
-        let limits = resolved.limits;
-        let global_count = resolved.global_partition_count;
-        let base = resolved.partition_base;
-        let nodes: Arc<Vec<u32>> = Arc::new(
-            resolved
-                .map
-                .iter()
-                .flat_map(|n| std::iter::repeat_n(n.node_id, n.partition_count as usize))
-                .collect(),
-        );
+        let recovery::Recovered {
+            dbs,
+            durables,
+            lock,
+        } = recovered;
         let mut partitions = Vec::new();
-        for (id, core) in resolved.cores.iter().copied().enumerate() {
+        let states = dbs.into_iter().zip(durables);
+        for ((id, core), (db, durable)) in resolved.cores.iter().copied().enumerate().zip(states) {
             let node = node.clone();
-            let nodes = nodes.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("partition-{id}"))
-                .spawn(move || {
-                    Partition::new(
-                        id as u32,
-                        core,
-                        PartitionDb::new(limits, base + id as u32, global_count, &nodes),
-                        node,
-                    )
-                    .run()
-                })
+                .spawn(move || Partition::new(id as u32, core, db, durable, node).run())
                 .map_err(|e| format!("cannot start partition thread: {e}"))?;
             partitions.push(handle);
         }
@@ -150,6 +150,7 @@ impl Server {
             .spawn(move || listener.run())
             .map_err(|e| format!("cannot start listener thread: {e}"))?;
         Ok(Server {
+            _lock: lock,
             socket_path: config.socket.clone(),
             stop,
             listener: Some(listener),

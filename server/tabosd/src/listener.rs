@@ -260,6 +260,7 @@ impl Listener {
                 },
                 dirty: false,
                 calls: 0,
+                held: Default::default(),
             };
             inbox.send(Command::Attach(Box::new(port)));
         }

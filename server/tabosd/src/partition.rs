@@ -1,18 +1,20 @@
 //! The partition thread: the only owner of its rows, running one procedure at a time.
 //!
 //! Its loop is a short list of phases (see [`Partition::run`]): housekeeping, drain and
-//! execute, make durable (the command log of a later issue goes here), reply, idle.
-//! Replies are written into the response rings as requests execute but only published
-//! in the reply phase, so nothing leaves before the batch is logged.
+//! execute, make durable, reply, idle. Every committed invocation that changed the
+//! state is appended to the command log as it executes; replies are written into the
+//! response rings as requests execute but only published in the reply phase, and in
+//! `sync` mode only up to the first reply whose log record is not yet on disk.
 
 use crate::broadcast::{BroadcastJob, Coordinator};
 use crate::counters::CallCounters;
+use crate::durable::{Durable, SnapshotDone};
 use crate::inbox::{Command, Inbox};
 use crate::port::Port;
 use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tabos_engine::{execute, Caller, Ctx, ProcDef, Registry, Scope, WaitFor};
+use tabos_engine::{execute_logged, Caller, Ctx, ProcDef, Registry, Scope, WaitFor};
 use tabos_procs::builtin::{encode_cluster_map, PartitionStats};
 use tabos_procs::{ids, PartitionDb};
 use tabos_transport::ring::RingError;
@@ -90,6 +92,8 @@ pub struct Partition {
     local: u32,
     core: Option<usize>,
     db: PartitionDb,
+    /// The command log and snapshots of this partition.
+    durable: Durable,
     node: Arc<NodeShared>,
     ports: Vec<Port>,
     pending: Vec<PendingBroadcast>,
@@ -125,6 +129,7 @@ impl Partition {
         local: u32,
         core: Option<usize>,
         db: PartitionDb,
+        durable: Durable,
         node: Arc<NodeShared>,
     ) -> Partition {
         assert!(
@@ -136,6 +141,7 @@ impl Partition {
             local,
             core,
             db,
+            durable,
             node,
             ports: Vec::new(),
             pending: Vec::new(),
@@ -183,9 +189,9 @@ impl Partition {
             // 2. Drain the rings and execute; replies are written but not yet visible.
             work += self.drain_and_execute();
             work += self.wake_parked();
-            // 3. Durability: the command log is flushed here (a later issue).
-            // 4. Reply: publish response rings and wake sleeping clients.
-            self.publish_replies();
+            // 3. Durability: reap a finished log flush, start the next (group commit).
+            // 4. Reply: publish response rings up to what is durable, wake clients.
+            work += self.publish_replies();
             work += self.answer_finished_broadcasts();
             let grace_over = self
                 .shutdown_since
@@ -198,6 +204,7 @@ impl Partition {
             {
                 break;
             }
+            work += self.snapshots();
             // 5. Idle: spin a bounded time, then sleep on the doorbell.
             if work > 0 {
                 idle_since = None;
@@ -217,7 +224,71 @@ impl Partition {
                 idle_since = None;
             }
         }
+        if let Err(why) = self.durable.flush_blocking() {
+            eprintln!("tabosd: p{}: final log flush failed: {why}", self.id);
+        }
+        if let Some(done) = self.durable.finish_snapshot() {
+            self.snapshot_done(done);
+        }
         self.publish_replies();
+    }
+
+    /// Take a snapshot when enough log was written, and answer finished ones.
+    fn snapshots(&mut self) -> usize {
+        let mut work = 0;
+        if self.durable.snapshot_due() {
+            if let Some(done) = self.durable.snapshot(&self.db, None) {
+                self.snapshot_done(done);
+            }
+            work += 1;
+        }
+        if let Some(done) = self.durable.poll_snapshot() {
+            self.snapshot_done(done);
+            work += 1;
+        }
+        work
+    }
+
+    /// Answer the `tabos admin snapshot` requests that waited for a snapshot.
+    fn snapshot_done(&mut self, done: SnapshotDone) {
+        let (status, reply) = match done.result {
+            Ok(reply) => {
+                let mut bytes = Vec::new();
+                reply.encode(&mut bytes);
+                (Status::Ok, bytes)
+            }
+            Err(why) => {
+                eprintln!("tabosd: p{}: {why}", self.id);
+                (Status::StorageFailed, Vec::new())
+            }
+        };
+        for (client_id, request) in done.waiters {
+            // A full ring drops the answer; the admin client times out and can retry.
+            let _ = self.reply_to(client_id, &request, status, &reply);
+        }
+    }
+
+    /// Fail-stop after a log write or fsync error: say why once, and answer every
+    /// held reply (its write will never be durable) with `StorageFailed` instead.
+    fn fail_stop(&mut self, why: &str) {
+        eprintln!(
+            "tabosd: p{}: {why}; this partition refuses further calls (fail-stop) and must be restarted",
+            self.id
+        );
+        let released = self.durable.released_lsn();
+        for index in 0..self.ports.len() {
+            self.ports[index].publish(released);
+            let requests = self.ports[index].retract_held();
+            for request in requests {
+                let header = Header::response_to(&request, Status::StorageFailed, 0);
+                let port = &mut self.ports[index];
+                match port.responses.try_push(header, &[]) {
+                    Ok(true) => port.dirty = true,
+                    Ok(false) => {}
+                    Err(e) => port.evict(&e),
+                }
+            }
+        }
     }
 
     /// Apply inbox commands and run queued broadcast jobs. Returns work done.
@@ -251,8 +322,17 @@ impl Partition {
         let Some(def) = self.node.registry.get(job.proc_id).copied() else {
             unreachable!("broadcast jobs are built from registered procedures only");
         };
-        let invoked = self.invoke(&def, job.caller, &job.args);
+        let mut invoked = self.invoke(&def, job.caller, &job.args);
         self.woken.extend_from_slice(&invoked.notify);
+        // Replicated writes are rare: in sync mode each partition makes its record
+        // durable before it reports done, so the answer never precedes any of them.
+        if self.durable.is_sync() && invoked.status == Status::Ok {
+            if let Err(why) = self.durable.flush_blocking() {
+                eprintln!("tabosd: p{}: replicated write not durable: {why}", self.id);
+                invoked.status = Status::StorageFailed;
+                self.reply.clear();
+            }
+        }
         if job.finish_on(self.local, invoked.status, &self.reply) {
             self.node.inboxes[job.origin as usize].doorbell.notify();
         }
@@ -328,12 +408,26 @@ impl Partition {
             "reply room was checked before the request was taken"
         );
         port.dirty = true;
+        port.hold(
+            self.durable.reply_lsn(),
+            self.durable.released_lsn(),
+            request,
+        );
         Ok(())
     }
 
     /// Run `def` as one transaction with the reply in `self.reply`.
+    /// A committed invocation that changed the state is appended to the command log.
+    /// After a log failure nothing runs (fail-stop).
     fn invoke(&mut self, def: &ProcDef<PartitionDb>, caller: Caller, args: &[u8]) -> Invoked {
         self.reply.clear();
+        if self.durable.failed().is_some() {
+            return Invoked {
+                status: Status::StorageFailed,
+                notify: Vec::new(),
+                wait: None,
+            };
+        }
         let mut ctx = Ctx::new(
             &mut self.db,
             self.id,
@@ -343,10 +437,13 @@ impl Partition {
             &mut self.reply,
             self.node.max_payload_bytes,
         );
-        let status = execute(def, &mut ctx);
+        let done = execute_logged(def, &mut ctx);
         let Ctx { notify, wait, .. } = ctx;
+        if done.changed {
+            self.durable.log(def.id, &caller, args);
+        }
         Invoked {
-            status,
+            status: done.status,
             notify,
             wait,
         }
@@ -385,6 +482,19 @@ impl Partition {
         if request.proc_id == ids::SYS_CLUSTER_MAP {
             encode_cluster_map(&self.node.map, &mut self.reply);
             return Some(Status::Ok);
+        }
+        if let Some(why) = self.durable.failed() {
+            // Fail-stop: not even reads, which could see writes that never became
+            // durable. The reason was logged when the failure happened.
+            let _ = why;
+            return Some(Status::StorageFailed);
+        }
+        if request.proc_id == ids::SYS_SNAPSHOT {
+            let waiter = (self.ports[index].client_id, *request);
+            if let Some(done) = self.durable.snapshot(&self.db, Some(waiter)) {
+                self.snapshot_done(done);
+            }
+            return None;
         }
         let Some(def) = self.node.registry.get(request.proc_id).copied() else {
             return Some(Status::UnknownProcedure);
@@ -448,7 +558,14 @@ impl Partition {
             .responses
             .try_push_with(header, reply.len(), |dst| dst.copy_from_slice(reply))
         {
-            Ok(true) => port.dirty = true,
+            Ok(true) => {
+                port.dirty = true;
+                port.hold(
+                    self.durable.reply_lsn(),
+                    self.durable.released_lsn(),
+                    request,
+                );
+            }
             Ok(false) => return false,
             Err(e) => port.evict(&e),
         }
@@ -551,10 +668,17 @@ impl Partition {
         if reply_waits || (!self.woken.is_empty() && !self.parked.is_empty()) {
             return Some(Instant::now() + RETRY_NAP);
         }
-        self.parked.iter().map(|p| p.deadline).min()
+        let log = self.durable.wants_poll_in().map(|d| Instant::now() + d);
+        let snapshot = self
+            .durable
+            .snapshot_running()
+            .then(|| Instant::now() + RETRY_NAP);
+        let parked = self.parked.iter().map(|p| p.deadline).min();
+        [log, snapshot, parked].into_iter().flatten().min()
     }
 
     fn stats(&self) -> PartitionStats {
+        let (log_lsn, durable_lsn, last_flush_unix_ms) = self.durable.log_position();
         PartitionStats {
             partition: self.id,
             node_id: self.node.node_id,
@@ -566,20 +690,26 @@ impl Partition {
             queued_request_bytes: self.ports.iter().map(|p| p.requests.queued_bytes()).sum(),
             latency_ns_p50: self.counters.latency_ns(0.5),
             latency_ns_p99: self.counters.latency_ns(0.99),
-            log_lsn: 0,
-            durable_lsn: 0,
-            last_flush_unix_ms: 0,
+            log_lsn,
+            durable_lsn,
+            last_flush_unix_ms,
         }
     }
 
-    /// Publish every response ring written this turn and wake clients that sleep.
-    fn publish_replies(&mut self) {
+    /// Reap log flushes, then publish every response ring written this turn up to what
+    /// is durable and wake clients that sleep. Returns work done.
+    fn publish_replies(&mut self) -> usize {
+        let work = usize::from(self.durable.poll());
+        if let Some(why) = self.durable.take_failure_announcement() {
+            self.fail_stop(&why);
+        }
+        let released = self.durable.released_lsn();
         // Only ports that got replies are woken (waking the network gateway for every
         // shared-memory reply cost it a wake-up per call).
         let mut published = std::mem::take(&mut self.published);
         published.clear();
         for (index, port) in self.ports.iter_mut().enumerate() {
-            if port.publish() {
+            if port.publish(released) {
                 published.push(index);
             }
         }
@@ -591,6 +721,7 @@ impl Partition {
             }
         }
         self.published = published;
+        work
     }
 
     /// Reply to replicated writes that every partition has run, in arrival order; a

@@ -6,6 +6,7 @@
 //! caller of each of its requests is found by the connection tag in the request id.
 
 use crate::net::gateway::GatewayShared;
+use std::collections::VecDeque;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -46,6 +47,9 @@ pub struct Port {
     pub dirty: bool,
     /// Requests served from this port (the `sys_connections` table).
     pub calls: u64,
+    /// Replies written but waiting for the log: `(ring position after the reply, LSN
+    /// it depends on, its request)`, in ring order. Empty unless durability is `sync`.
+    pub held: VecDeque<(u64, u64, Header)>,
 }
 
 impl Port {
@@ -82,14 +86,54 @@ impl Port {
         self.responses.has_free(2 * need)
     }
 
-    /// Make written responses visible. Returns whether the client must be woken.
-    pub fn publish(&mut self) -> bool {
+    /// Note the reply just written for `request`, which depends on `lsn`: it is held
+    /// while `lsn` is above `released_lsn`, and so is every reply after it.
+    pub fn hold(&mut self, lsn: u64, released_lsn: u64, request: &Header) {
+        if lsn > released_lsn || !self.held.is_empty() {
+            let position = self.responses.tail_position();
+            debug_assert!(self
+                .held
+                .back()
+                .is_none_or(|h| h.0 < position && h.1 <= lsn));
+            self.held.push_back((position, lsn, *request));
+        }
+    }
+
+    /// Make written responses visible, up to the first that depends on an LSN above
+    /// `released_lsn`. Returns whether the client must be woken.
+    pub fn publish(&mut self, released_lsn: u64) -> bool {
         if !self.dirty {
             return false;
         }
+        let mut upto = None;
+        while let Some(&(position, lsn, _)) = self.held.front() {
+            if lsn > released_lsn {
+                break;
+            }
+            upto = Some(position);
+            self.held.pop_front();
+        }
+        if self.held.is_empty() {
+            self.dirty = false;
+            self.responses.publish();
+            return true;
+        }
+        match upto {
+            Some(position) => {
+                self.responses.publish_to(position);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Fail-stop: forget the held replies (they acknowledge writes that will never be
+    /// durable) and return their requests, to be answered with an error instead.
+    pub fn retract_held(&mut self) -> Vec<Header> {
+        let requests = self.held.drain(..).map(|(_, _, r)| r).collect();
+        self.responses.discard_unpublished();
         self.dirty = false;
-        self.responses.publish();
-        true
+        requests
     }
 
     /// Wake the client if it sleeps (call after `publish` and a SeqCst fence).

@@ -70,6 +70,8 @@ impl Node {
                 "--spin-us",
                 "20",
             ])
+            .arg("--data-dir")
+            .arg(self.dir.join("data"))
             .env_remove("TABOS_SOCKET")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

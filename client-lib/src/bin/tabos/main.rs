@@ -1,5 +1,6 @@
 //! `tabos`: the command line of a tabos node. See `tabos --help`.
 
+mod admin;
 mod fs;
 mod ipc;
 mod sched;
@@ -75,6 +76,9 @@ enum Command {
     /// Example: tabos sql "SELECT d_name, content, size_bytes FROM fs_directory ORDER BY
     /// size_bytes DESC LIMIT 10"
     Sql(sql::SqlArgs),
+    /// Durability administration: snapshots and offline checks of a data directory.
+    #[command(subcommand)]
+    Admin(admin::AdminCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -92,8 +96,12 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
         act_as: cli.act_as.clone(),
         secret_file: cli.secret_file.clone(),
     };
+    if let Command::Admin(admin::AdminCommand::Verify { data_dir }) = &cli.command {
+        return Ok(admin::verify(data_dir)); // offline: no node needed
+    }
     let mut client = Client::connect_with(&cli.connect, &options)?;
     match cli.command {
+        Command::Admin(cmd) => return admin::run(&mut client, cmd),
         Command::Status => {
             let mut unreachable = 0;
             for (info, result) in client.cluster_status() {

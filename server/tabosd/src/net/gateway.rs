@@ -130,6 +130,7 @@ impl Gateway {
                 peer: Peer::Gateway(shared.clone()),
                 dirty: false,
                 calls: 0,
+                held: Default::default(),
             })));
             lanes.push(Lane {
                 requests,

@@ -131,11 +131,14 @@ pub struct Daemon {
 }
 
 /// The flags every test server gets: two partitions, a short spin, no pinning (tests
-/// run side by side on few cores).
+/// run side by side on few cores), and a data directory beside the socket (durability
+/// `sync`, the default, unless a test says otherwise).
 pub fn base_args(socket: &Path) -> Vec<String> {
     vec![
         "--socket".into(),
         socket.display().to_string(),
+        "--data-dir".into(),
+        socket.with_file_name("data").display().to_string(),
         "--partitions".into(),
         "2".into(),
         "--spin-us".into(),
@@ -440,6 +443,47 @@ pub fn listen_addr(daemon: &Daemon) -> std::net::SocketAddr {
         let rest = line.split("accepts remote calls on ").nth(1)?;
         rest.split_whitespace().next()?.parse().ok()
     })
+}
+
+/// Start tabosd on `socket` with its data in `data` (stderr appended to `log`) plus
+/// `extra` flags, and wait until a client can connect. For tests that restart a node
+/// on the same data directory (a [`Daemon`] owns and removes its directory).
+pub fn start_on_data_dir(socket: &Path, data: &Path, log: &Path, extra: &[&str]) -> Child {
+    let mut child = Command::new(tabosd_exe())
+        .arg("--socket")
+        .arg(socket)
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--partitions", "2", "--spin-us", "50", "--no-pin"])
+        .args(extra)
+        .env_remove("TABOS_SOCKET")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(
+            std::fs::File::options()
+                .create(true)
+                .append(true)
+                .open(log)
+                .expect("open the log"),
+        )
+        .spawn()
+        .expect("start tabosd");
+    let deadline = Instant::now() + START_TIMEOUT;
+    while Client::connect(socket).is_err() {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            panic!(
+                "tabosd exited with {status}:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "tabosd did not start:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child
 }
 
 /// The `tabos` command line next to the tabosd under test. Built (once per run) with

@@ -1,0 +1,367 @@
+//! Durability modes side by side (issue 6): kv puts, scheduler FIFO (schedule +
+//! complete) and IPC send/recv, each closed-loop with many calls in flight, against a
+//! tabosd started with `--durability off`, `async` and `sync` in the same run; then
+//! the snapshot pause of a loaded partition and the time to recover it, by log replay
+//! and from a snapshot, per GiB of state.
+
+use crate::measure::{pin_or_warn, Latencies};
+use crate::report::{params, progress, Record};
+use crate::server::{default_binary, Layout, Tabosd};
+use crate::{Error, Settings};
+use serde_json::json;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use tabos_client::{Client, Completion};
+use tabos_procs::builtin::kv_args;
+use tabos_procs::ids;
+use tabos_procs::ipc::{recv_args, send_args};
+use tabos_procs::sched::api::{complete_args, schedule_args, worker_add_args};
+
+/// The durability modes, in report order.
+pub const MODES: [&str; 3] = ["off", "async", "sync"];
+
+/// Sizes of one run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DurabilityConfig {
+    /// Calls kept in flight by the one client: what group commit can batch. A flush
+    /// takes a disk round trip, so `sync` throughput is at most this many calls per
+    /// fdatasync.
+    pub depth: usize,
+    /// Timed seconds of each workload in each mode (after an untimed tenth).
+    pub per_run: Duration,
+    /// Key-value rows loaded for the snapshot and recovery figures.
+    pub state_rows: u64,
+    /// Bytes of each such row's value.
+    pub row_bytes: usize,
+}
+
+impl DurabilityConfig {
+    pub fn quick() -> DurabilityConfig {
+        DurabilityConfig {
+            depth: 256,
+            per_run: Duration::from_millis(300),
+            state_rows: 10_000,
+            row_bytes: 1024,
+        }
+    }
+
+    pub fn full() -> DurabilityConfig {
+        DurabilityConfig {
+            depth: 4096,
+            per_run: Duration::from_secs(3),
+            state_rows: 250_000,
+            row_bytes: 1024,
+        }
+    }
+}
+
+/// One call of a workload: procedure, partition, arguments.
+type Call = (u32, u32, Vec<u8>);
+
+/// The calls of operation `i` of a workload.
+type Workload = Box<dyn FnMut(u64) -> Vec<Call>>;
+
+/// Keep `depth` calls in flight for `time`, each op being the calls `next(i)` returns
+/// (submitted together); returns per-call latencies and ops per second.
+fn closed_loop(
+    client: &mut Client,
+    depth: usize,
+    time: Duration,
+    next: &mut dyn FnMut(u64) -> Vec<Call>,
+) -> Result<(Latencies, f64), Error> {
+    let mut lat = Latencies::new();
+    let mut started: HashMap<u64, Instant> = HashMap::new();
+    let mut out: Vec<Completion> = Vec::new();
+    let warm_until = Instant::now() + time / 10;
+    let mut timed_from: Option<Instant> = None;
+    let (mut op, mut ops_timed) = (0u64, 0u64);
+    loop {
+        let now = Instant::now();
+        if timed_from.is_none() && now >= warm_until {
+            timed_from = Some(now);
+            ops_timed = 0;
+        }
+        if timed_from.is_some_and(|t| now - t >= time) {
+            break;
+        }
+        while started.len() < depth {
+            let calls = next(op);
+            op += 1;
+            let at = Instant::now();
+            for (proc_id, partition, args) in calls {
+                let id = client
+                    .submit(proc_id, partition, &args)
+                    .map_err(client_error)?;
+                started.insert(id, at);
+            }
+        }
+        client.flush();
+        out.clear();
+        client.wait(&mut out, 1).map_err(client_error)?;
+        for c in &out {
+            if c.status_code != 0 {
+                return Err(Error::Server(format!(
+                    "a durability benchmark call failed with status {}",
+                    c.status_code
+                )));
+            }
+            if let Some(at) = started.remove(&c.request_id) {
+                lat.record(at.elapsed());
+                ops_timed += 1;
+            }
+        }
+    }
+    let elapsed = timed_from.map_or(time, |t| t.elapsed());
+    out.clear();
+    while client.in_flight() > 0 {
+        client
+            .wait(&mut out, client.in_flight())
+            .map_err(client_error)?;
+    }
+    Ok((lat, ops_timed as f64 / elapsed.as_secs_f64()))
+}
+
+fn client_error(e: tabos_client::Error) -> Error {
+    Error::Server(e.to_string())
+}
+
+fn layout(settings: &Settings, mode: &str, extra: &[&str]) -> Layout {
+    let mut layout = Layout::from_settings(settings);
+    layout
+        .extra_args
+        .extend(["--durability".to_string(), mode.to_string()]);
+    layout
+        .extra_args
+        .extend(extra.iter().map(|s| s.to_string()));
+    layout
+}
+
+/// Run every workload in every mode, then the snapshot and recovery figures.
+pub fn run(settings: &Settings, config: &DurabilityConfig) -> Result<Vec<Record>, Error> {
+    if settings.connect.is_some() {
+        return Err(Error::Server(
+            "the durability benchmark starts its own tabosd per mode: drop --connect".into(),
+        ));
+    }
+    let binary = match &settings.tabosd {
+        Some(path) => path.clone(),
+        None => default_binary()?,
+    };
+    pin_or_warn(settings.client_core, "the benchmark client");
+    let mut records = Vec::new();
+    for mode in MODES {
+        eprintln!("tabos-bench: durability {mode}");
+        let server = Tabosd::start_with(&binary, &layout(settings, mode, &[]))?;
+        let mut client = Client::connect(server.socket()).map_err(client_error)?;
+        for w in 0..16u64 {
+            client
+                .call(
+                    tabos_procs::sched::ids::WORKER_ADD,
+                    0,
+                    &worker_add_args(w + 1, 65_536, 1),
+                )
+                .map_err(client_error)?;
+        }
+        let value = vec![7u8; 64];
+        let workloads: [(&str, Workload); 3] = [
+            (
+                "kv-put",
+                Box::new(move |i| {
+                    let key = (i % 100_000).to_le_bytes();
+                    vec![(ids::KV_PUT, 0, kv_args(&key, &value))]
+                }),
+            ),
+            (
+                "sched-fifo",
+                Box::new(|i| {
+                    let task = 1_000_000 + i;
+                    vec![
+                        (
+                            tabos_procs::sched::ids::SCHEDULE_FIFO,
+                            0,
+                            schedule_args(task, i),
+                        ),
+                        (
+                            tabos_procs::sched::ids::COMPLETE_TASK,
+                            0,
+                            complete_args(task, i),
+                        ),
+                    ]
+                }),
+            ),
+            (
+                "ipc-send-recv",
+                Box::new(|i| {
+                    let to = 1 + i % 64;
+                    vec![
+                        (tabos_procs::ipc::ids::SEND, 0, send_args(9, to, &[1u8; 64])),
+                        (tabos_procs::ipc::ids::RECV, 0, recv_args(to, 0)),
+                    ]
+                }),
+            ),
+        ];
+        for (name, mut next) in workloads {
+            let (lat, calls_per_s) =
+                closed_loop(&mut client, config.depth, config.per_run, &mut *next)?;
+            let record = Record::from_latencies(
+                &format!("durability-{name}"),
+                &format!("tabos-{mode}"),
+                params([
+                    ("durability", json!(mode)),
+                    ("depth", json!(config.depth)),
+                    ("seconds", json!(config.per_run.as_secs_f64())),
+                    (
+                        "unit",
+                        json!("procedure calls (sched and ipc: two per operation)"),
+                    ),
+                ]),
+                &lat,
+                Some(calls_per_s),
+            );
+            progress(&record);
+            records.push(record);
+        }
+        drop(client);
+        server.stop()?;
+    }
+    records.extend(snapshot_and_recovery(settings, config, &binary)?);
+    Ok(records)
+}
+
+/// Load `state_rows` rows (sync, no automatic snapshot), restart (log replay), take a
+/// snapshot under load-free conditions (its pause), restart again (snapshot load).
+fn snapshot_and_recovery(
+    settings: &Settings,
+    config: &DurabilityConfig,
+    binary: &std::path::Path,
+) -> Result<Vec<Record>, Error> {
+    let layout = layout(settings, "sync", &["--snapshot-every-mib", "0"]);
+    let mut server = Tabosd::start_with(binary, &layout)?;
+    let mut client = Client::connect(server.socket()).map_err(client_error)?;
+    let value = vec![0x5au8; config.row_bytes];
+    let mut loaded = 0u64;
+    let next = |i: u64| {
+        let key = i.to_le_bytes();
+        vec![(ids::KV_PUT, 0, kv_args(&key, &value))]
+    };
+    // Load exactly state_rows rows, 64 in flight.
+    let mut out = Vec::new();
+    while loaded < config.state_rows {
+        let batch = (config.state_rows - loaded).min(64);
+        for i in loaded..loaded + batch {
+            for (p, part, args) in next(i) {
+                client.submit(p, part, &args).map_err(client_error)?;
+            }
+        }
+        loaded += batch;
+        client.flush();
+        out.clear();
+        while client.in_flight() > 0 {
+            client
+                .wait(&mut out, client.in_flight())
+                .map_err(client_error)?;
+        }
+    }
+    drop(client);
+    let state_bytes = (config.row_bytes as u64 + 8 + 32) * config.state_rows;
+    let gib = state_bytes as f64 / (1u64 << 30) as f64;
+    let replay = server.restart(binary, &layout)?;
+    let mut client = Client::connect(server.socket()).map_err(client_error)?;
+    let snap = client.snapshot(0).map_err(client_error)?;
+    drop(client);
+    let from_snapshot = server.restart(binary, &layout)?;
+    server.stop()?;
+    let base = |what: &str| {
+        params([
+            ("what", json!(what)),
+            ("rows", json!(config.state_rows)),
+            ("row_bytes", json!(config.row_bytes)),
+            ("state_bytes_approx", json!(state_bytes)),
+            ("snapshot_file_bytes", json!(snap.file_bytes)),
+        ])
+    };
+    let one = |us: f64| {
+        let mut l = Latencies::new();
+        l.record_ns((us * 1000.0) as u64);
+        l
+    };
+    let mut records = Vec::new();
+    // Throughput of these one-off figures: rows per second (copied, recovered).
+    let rows_per_s = |us: f64| Some(config.state_rows as f64 / (us.max(1.0) / 1e6));
+    let mut pause = Record::from_latencies(
+        "durability-snapshot-pause",
+        "tabos-sync",
+        base("partition pause: log flush + copy of the rows (encoded and written off-thread); ops = rows"),
+        &one(snap.pause_us as f64),
+        rows_per_s(snap.pause_us as f64),
+    );
+    pause.params.insert("write_us".into(), json!(snap.write_us));
+    records.push(pause);
+    for (what, took) in [
+        ("recovery by log replay (restart to serving)", replay),
+        (
+            "recovery from a snapshot (restart to serving)",
+            from_snapshot,
+        ),
+    ] {
+        let us = took.as_secs_f64() * 1e6;
+        let mut r = Record::from_latencies(
+            "durability-recovery",
+            "tabos-sync",
+            base(what),
+            &one(us),
+            rows_per_s(us),
+        );
+        r.params
+            .insert("seconds_per_gib".into(), json!(took.as_secs_f64() / gib));
+        records.push(r);
+    }
+    for r in &records {
+        progress(r);
+    }
+    Ok(records)
+}
+
+/// Lines comparing each mode's throughput with `off`'s.
+pub fn summary(records: &[Record]) -> Vec<String> {
+    let mut lines = Vec::new();
+    for name in ["kv-put", "sched-fifo", "ipc-send-recv"] {
+        let workload = format!("durability-{name}");
+        let ops = |mode: &str| {
+            records
+                .iter()
+                .find(|r| r.workload == workload && r.system == format!("tabos-{mode}"))
+                .and_then(|r| r.ops_per_s)
+        };
+        if let (Some(off), Some(asy), Some(sync)) = (ops("off"), ops("async"), ops("sync")) {
+            lines.push(format!(
+                "{name}: sync keeps {:.0}% of off's throughput, async {:.0}% (off {off:.0}, async {asy:.0}, sync {sync:.0} calls/s)",
+                100.0 * sync / off,
+                100.0 * asy / off
+            ));
+        }
+    }
+    for r in records
+        .iter()
+        .filter(|r| r.workload == "durability-recovery")
+    {
+        if let Some(s) = r.params.get("seconds_per_gib") {
+            lines.push(format!(
+                "{}: {:.2} s per GiB of state",
+                r.params["what"].as_str().unwrap_or("recovery"),
+                s.as_f64().unwrap_or(0.0)
+            ));
+        }
+    }
+    if let Some(r) = records
+        .iter()
+        .find(|r| r.workload == "durability-snapshot-pause")
+    {
+        lines.push(format!(
+            "snapshot pause: {:.0} us for {} bytes",
+            r.p50_us.unwrap_or(0.0),
+            r.params["snapshot_file_bytes"]
+        ));
+    }
+    lines
+}

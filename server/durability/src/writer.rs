@@ -1,0 +1,282 @@
+//! The command-log writer of one partition: assigns LSNs, gathers records into a batch,
+//! and flushes batches with group commit.
+//!
+//! In `sync` mode a batch is flushed as soon as no flush is in flight, so a batch holds
+//! every record that arrived during the previous flush (group commit, pipelined: the
+//! partition keeps executing while a flush is in flight). In `async` mode a batch is
+//! flushed once it is `flush_every` old. After a failed flush the writer is failed for
+//! good (fail-stop): it accepts no more records and says why.
+
+use crate::disk::{LogDir, LogFile};
+use crate::layout::segment_path;
+use crate::record::{self, Record};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// When a batch is flushed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlushPolicy {
+    /// As soon as the previous flush finished (replies wait for it).
+    Sync,
+    /// At least this often (replies do not wait).
+    Async(Duration),
+}
+
+/// Why a writer refuses records.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failed(pub String);
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Largest batch buffer kept for reuse.
+const SPARE_BYTES_MAX: usize = 16 << 20;
+
+/// A flush in flight.
+#[derive(Debug)]
+struct Inflight {
+    last_lsn: u64,
+    len: u64,
+}
+
+/// The writer of one partition's log segments.
+pub struct LogWriter {
+    dir: PathBuf,
+    disk: Box<dyn LogDir>,
+    policy: FlushPolicy,
+    file: Box<dyn LogFile>,
+    segment: PathBuf,
+    /// Where the next flush writes in the current segment.
+    file_offset: u64,
+    /// Records not yet handed to the disk.
+    batch: Vec<u8>,
+    /// Since when the batch holds records (async policy).
+    batch_since: Option<Instant>,
+    inflight: Option<Inflight>,
+    spare: Vec<u8>,
+    /// LSN of the last record appended (0: none yet).
+    last_lsn: u64,
+    /// Every record up to this LSN is on disk.
+    durable_lsn: u64,
+    failed: Option<Failed>,
+    /// Flushes finished and bytes made durable (statistics).
+    pub flush_count: u64,
+    pub flushed_bytes: u64,
+    /// When the last flush finished (the `sys_log` table).
+    pub last_flush: Option<std::time::SystemTime>,
+}
+
+impl std::fmt::Debug for LogWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogWriter")
+            .field("segment", &self.segment)
+            .field("last_lsn", &self.last_lsn)
+            .field("durable_lsn", &self.durable_lsn)
+            .field("failed", &self.failed)
+            .finish()
+    }
+}
+
+impl LogWriter {
+    /// A writer whose next record gets LSN `durable_lsn + 1`, in a new segment of
+    /// partition directory `dir` named after that LSN.
+    pub fn open(
+        dir: &Path,
+        mut disk: Box<dyn LogDir>,
+        policy: FlushPolicy,
+        durable_lsn: u64,
+    ) -> io::Result<LogWriter> {
+        let segment = segment_path(dir, durable_lsn + 1);
+        let file = disk.create(&segment)?;
+        Ok(LogWriter {
+            dir: dir.to_path_buf(),
+            disk,
+            policy,
+            file,
+            segment,
+            file_offset: 0,
+            batch: Vec::new(),
+            batch_since: None,
+            inflight: None,
+            spare: Vec::new(),
+            last_lsn: durable_lsn,
+            durable_lsn,
+            failed: None,
+            flush_count: 0,
+            flushed_bytes: 0,
+            last_flush: None,
+        })
+    }
+
+    /// LSN of the last record appended.
+    pub fn last_lsn(&self) -> u64 {
+        self.last_lsn
+    }
+
+    /// Every record up to this LSN is durable.
+    pub fn durable_lsn(&self) -> u64 {
+        self.durable_lsn
+    }
+
+    /// Why the writer refuses records, once a flush failed.
+    pub fn failed(&self) -> Option<&Failed> {
+        self.failed.as_ref()
+    }
+
+    /// Whether a flush is in flight or records wait for one.
+    pub fn busy(&self) -> bool {
+        self.inflight.is_some() || !self.batch.is_empty()
+    }
+
+    /// The segment being written.
+    pub fn segment(&self) -> &Path {
+        &self.segment
+    }
+
+    /// Append an invocation and return its LSN. Refused once the writer failed.
+    pub fn append(
+        &mut self,
+        proc_id: u32,
+        uid: u32,
+        pid: u32,
+        user: &str,
+        args: &[u8],
+    ) -> Result<u64, Failed> {
+        if let Some(f) = &self.failed {
+            return Err(f.clone());
+        }
+        let lsn = self.last_lsn + 1;
+        record::encode(
+            &Record {
+                lsn,
+                proc_id,
+                uid,
+                pid,
+                user,
+                args,
+            },
+            &mut self.batch,
+        );
+        self.batch_since.get_or_insert_with(Instant::now);
+        self.last_lsn = lsn;
+        assert!(self.durable_lsn < self.last_lsn);
+        Ok(lsn)
+    }
+
+    /// Reap a finished flush and start the next one when the policy says so; never
+    /// blocks. Returns whether anything changed (the durable LSN moved or a flush began).
+    pub fn poll(&mut self) -> bool {
+        let mut progressed = false;
+        if self.inflight.is_some() {
+            match self.file.poll() {
+                Some(done) => {
+                    self.complete(done);
+                    progressed = true;
+                }
+                None => return false,
+            }
+        }
+        let due = match self.policy {
+            FlushPolicy::Sync => true,
+            FlushPolicy::Async(every) => self.batch_since.is_some_and(|t| t.elapsed() >= every),
+        };
+        if due && self.start_flush() {
+            progressed = true;
+        }
+        progressed
+    }
+
+    /// Flush everything appended so far and wait until it is durable (or failed).
+    pub fn flush_blocking(&mut self) -> Result<(), Failed> {
+        loop {
+            if let Some(done) = self.file.wait() {
+                self.complete(done);
+            }
+            if let Some(f) = &self.failed {
+                return Err(f.clone());
+            }
+            if !self.start_flush() {
+                break;
+            }
+        }
+        assert!(self.inflight.is_none());
+        assert_eq!(self.durable_lsn, self.last_lsn, "everything flushed");
+        Ok(())
+    }
+
+    /// Start a new segment for the records after `last_lsn` (call after
+    /// [`flush_blocking`](Self::flush_blocking), e.g. when a snapshot at `last_lsn` is
+    /// taken, so older segments can be deleted once the snapshot is durable).
+    pub fn rotate(&mut self) -> Result<(), Failed> {
+        assert!(!self.busy(), "rotate after flushing");
+        if let Some(f) = &self.failed {
+            return Err(f.clone());
+        }
+        if self.file_offset == 0 {
+            return Ok(()); // the current segment is empty and already starts here
+        }
+        let segment = segment_path(&self.dir, self.last_lsn + 1);
+        match self.disk.create(&segment) {
+            Ok(file) => {
+                self.file = file;
+                self.segment = segment;
+                self.file_offset = 0;
+                Ok(())
+            }
+            Err(e) => Err(self.fail(format!("create {}: {e}", segment.display()))),
+        }
+    }
+
+    fn fail(&mut self, why: String) -> Failed {
+        let f = Failed(why);
+        self.failed.get_or_insert(f.clone());
+        f
+    }
+
+    fn start_flush(&mut self) -> bool {
+        if self.inflight.is_some() || self.batch.is_empty() || self.failed.is_some() {
+            return false;
+        }
+        let mut bytes = std::mem::take(&mut self.spare);
+        std::mem::swap(&mut bytes, &mut self.batch);
+        let len = bytes.len() as u64;
+        self.inflight = Some(Inflight {
+            last_lsn: self.last_lsn,
+            len,
+        });
+        self.batch_since = None;
+        self.file.start(self.file_offset, bytes);
+        true
+    }
+
+    fn complete(&mut self, (mut bytes, result): (Vec<u8>, io::Result<()>)) {
+        let inflight = self.inflight.take().expect("a flush was in flight");
+        match result {
+            Ok(()) => {
+                assert!(
+                    inflight.last_lsn > self.durable_lsn,
+                    "durable LSN only rises"
+                );
+                self.durable_lsn = inflight.last_lsn;
+                self.last_flush = Some(std::time::SystemTime::now());
+                self.file_offset += inflight.len;
+                self.flush_count += 1;
+                self.flushed_bytes += inflight.len;
+            }
+            Err(e) => {
+                self.fail(format!(
+                    "log write or fdatasync of {} failed: {e}",
+                    self.segment.display()
+                ));
+            }
+        }
+        if bytes.capacity() <= SPARE_BYTES_MAX {
+            bytes.clear();
+            self.spare = bytes;
+        }
+    }
+}

@@ -1,0 +1,327 @@
+//! A partition's durability: its command-log writer, its snapshots, and the rule that
+//! decides when a reply may leave.
+//!
+//! Every reply depends on the last LSN assigned when it was written: a write on its
+//! own record, a read or a failed call on the writes it may have observed. In `sync`
+//! mode a port publishes only up to the first reply whose LSN is not yet durable
+//! ([`Port::hold`](crate::port::Port::hold)); in `async` and `off` nothing waits.
+
+use crate::config::Durability;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tabos_durability::{snapshot, FlushPolicy, LogWriter, RealDir};
+use tabos_engine::Caller;
+use tabos_procs::builtin::SnapshotReply;
+use tabos_procs::PartitionDb;
+use tabos_transport::wire::Header;
+
+/// A snapshot being written off the partition thread, and who waits for it.
+#[derive(Debug)]
+struct SnapshotJob {
+    reply: SnapshotReply,
+    started: Instant,
+    handle: JoinHandle<io::Result<(PathBuf, u64)>>,
+    waiters: Vec<(u64, Header)>,
+}
+
+/// A finished snapshot: its outcome and the admin requests to answer.
+#[derive(Debug)]
+pub struct SnapshotDone {
+    pub result: Result<SnapshotReply, String>,
+    pub waiters: Vec<(u64, Header)>,
+}
+
+/// The durability state of one partition. Owned by the partition thread.
+#[derive(Debug)]
+pub struct Durable {
+    mode: Durability,
+    writer: Option<LogWriter>,
+    dir: PathBuf,
+    partition: u32,
+    snapshot_every_bytes: u64,
+    /// `writer.flushed_bytes` when the last snapshot was taken.
+    flushed_at_snapshot: u64,
+    job: Option<SnapshotJob>,
+    /// The failure was announced (log line, held replies answered).
+    failure_announced: bool,
+    /// Records appended (statistics).
+    pub records: u64,
+    /// Longest snapshot pause so far.
+    pub snapshot_pause_max: Duration,
+}
+
+impl Durable {
+    /// Nothing is logged (`--durability off`).
+    pub fn off(partition: u32) -> Durable {
+        Durable {
+            mode: Durability::Off,
+            writer: None,
+            dir: PathBuf::new(),
+            partition,
+            snapshot_every_bytes: 0,
+            flushed_at_snapshot: 0,
+            job: None,
+            failure_announced: false,
+            records: 0,
+            snapshot_pause_max: Duration::ZERO,
+        }
+    }
+
+    /// Log into partition directory `dir`, continuing after `last_lsn` (what recovery
+    /// restored).
+    pub fn open(
+        dir: &Path,
+        partition: u32,
+        mode: Durability,
+        log_flush: Duration,
+        snapshot_every_bytes: u64,
+        last_lsn: u64,
+    ) -> io::Result<Durable> {
+        let policy = match mode {
+            Durability::Sync => FlushPolicy::Sync,
+            Durability::Async => FlushPolicy::Async(log_flush),
+            Durability::Off => return Ok(Durable::off(partition)),
+        };
+        // Test-only hook: fail every log flush after the first N (fail-stop tests).
+        let disk: Box<dyn tabos_durability::LogDir> =
+            match std::env::var("TABOS_FAULT_LOG_FAIL_AFTER").map(|v| v.parse::<u64>()) {
+                Ok(Ok(n)) => Box::new(tabos_durability::FailAfter::new(n)),
+                _ => Box::new(RealDir::new()),
+            };
+        let writer = LogWriter::open(dir, disk, policy, last_lsn)?;
+        Ok(Durable {
+            mode,
+            writer: Some(writer),
+            dir: dir.to_path_buf(),
+            partition,
+            snapshot_every_bytes,
+            ..Durable::off(partition)
+        })
+    }
+
+    /// Why the partition refuses calls (fail-stop after a log write or fsync error).
+    pub fn failed(&self) -> Option<&str> {
+        self.writer.as_ref()?.failed().map(|f| f.0.as_str())
+    }
+
+    /// Log a committed invocation that changed the state. The caller checked
+    /// [`failed`](Self::failed) before running it, and nothing fails a writer between.
+    pub fn log(&mut self, proc_id: u32, caller: &Caller, args: &[u8]) {
+        let Some(writer) = self.writer.as_mut() else {
+            return;
+        };
+        let appended = writer.append(proc_id, caller.uid, caller.pid, caller.user.as_str(), args);
+        assert!(
+            appended.is_ok(),
+            "a failed writer is checked before every invocation"
+        );
+        self.records += 1;
+    }
+
+    /// The LSN a reply written now depends on. After a failure replies are refusals
+    /// that depend on nothing.
+    pub fn reply_lsn(&self) -> u64 {
+        match &self.writer {
+            Some(w) if w.failed().is_none() => w.last_lsn(),
+            _ => 0,
+        }
+    }
+
+    /// `(last LSN assigned, last LSN on disk, when the last flush finished in ms since
+    /// the Unix epoch)`, all 0 when nothing is logged: the `sys_log` table.
+    pub fn log_position(&self) -> (u64, u64, u64) {
+        let Some(w) = &self.writer else {
+            return (0, 0, 0);
+        };
+        let flushed_ms = w.last_flush.map_or(0, |t| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64)
+        });
+        (w.last_lsn(), w.durable_lsn(), flushed_ms)
+    }
+
+    /// Whether a snapshot file is being written.
+    pub fn snapshot_running(&self) -> bool {
+        self.job.is_some()
+    }
+
+    /// Replies depending on LSNs up to this may leave.
+    pub fn released_lsn(&self) -> u64 {
+        match (&self.writer, self.mode) {
+            (Some(w), Durability::Sync) => w.durable_lsn(),
+            _ => u64::MAX,
+        }
+    }
+
+    /// Reap a finished flush and start the next; never blocks. Returns whether
+    /// anything moved.
+    pub fn poll(&mut self) -> bool {
+        self.writer.as_mut().is_some_and(LogWriter::poll)
+    }
+
+    /// Whether the loop must come back soon without being woken: a flush is in
+    /// flight or records wait for one. Returns how soon.
+    pub fn wants_poll_in(&self) -> Option<Duration> {
+        let writer = self.writer.as_ref()?;
+        if writer.failed().is_some() || !writer.busy() {
+            return None;
+        }
+        Some(match self.mode {
+            Durability::Sync => Duration::from_micros(50),
+            _ => Duration::from_millis(1),
+        })
+    }
+
+    /// Make everything logged so far durable before going on (replicated writes in
+    /// `sync` mode, shutdown, snapshots). An error leaves the writer failed.
+    pub fn flush_blocking(&mut self) -> Result<(), String> {
+        match self.writer.as_mut() {
+            Some(w) => w.flush_blocking().map_err(|f| f.0),
+            None => Ok(()),
+        }
+    }
+
+    /// `sync` mode: replicated writes are flushed before they are acknowledged.
+    pub fn is_sync(&self) -> bool {
+        self.mode == Durability::Sync
+    }
+
+    /// Whether the failure still has to be announced; true once.
+    pub fn take_failure_announcement(&mut self) -> Option<String> {
+        if self.failure_announced {
+            return None;
+        }
+        let why = self.failed()?.to_string();
+        self.failure_announced = true;
+        Some(why)
+    }
+
+    /// Whether enough log was written since the last snapshot to take one.
+    pub fn snapshot_due(&self) -> bool {
+        let Some(writer) = &self.writer else {
+            return false;
+        };
+        self.job.is_none()
+            && self.snapshot_every_bytes > 0
+            && writer.failed().is_none()
+            && writer.flushed_bytes - self.flushed_at_snapshot >= self.snapshot_every_bytes
+    }
+
+    /// Snapshot `db` now: flush the log, copy the rows (the pause), start a new
+    /// segment, and write the file on a helper thread. `waiter`, if given, is answered
+    /// when the file is durable. With durability off, answers at once (nothing written).
+    pub fn snapshot(
+        &mut self,
+        db: &PartitionDb,
+        waiter: Option<(u64, Header)>,
+    ) -> Option<SnapshotDone> {
+        let off_reply = SnapshotReply {
+            partition: self.partition,
+            ..SnapshotReply::default()
+        };
+        let Some(writer) = self.writer.as_mut() else {
+            return Some(SnapshotDone {
+                result: Ok(off_reply),
+                waiters: waiter.into_iter().collect(),
+            });
+        };
+        if let Some(job) = &mut self.job {
+            job.waiters.extend(waiter);
+            return None;
+        }
+        let paused = Instant::now();
+        if let Err(f) = writer.flush_blocking() {
+            return Some(SnapshotDone {
+                result: Err(f.0),
+                waiters: waiter.into_iter().collect(),
+            });
+        }
+        let lsn = writer.last_lsn();
+        let rows = db.image_rows();
+        if let Err(f) = writer.rotate() {
+            return Some(SnapshotDone {
+                result: Err(f.0),
+                waiters: waiter.into_iter().collect(),
+            });
+        }
+        let pause = paused.elapsed();
+        self.snapshot_pause_max = self.snapshot_pause_max.max(pause);
+        self.flushed_at_snapshot = writer.flushed_bytes;
+        let (dir, partition) = (self.dir.clone(), self.partition);
+        let handle = std::thread::Builder::new()
+            .name(format!("snapshot-p{partition}"))
+            .spawn(move || {
+                let mut image = Vec::new();
+                rows.write(&mut image);
+                drop(rows);
+                snapshot::write_and_prune(&dir, partition, lsn, &image)
+            });
+        let handle = match handle {
+            Ok(h) => h,
+            Err(e) => {
+                return Some(SnapshotDone {
+                    result: Err(format!("cannot start snapshot thread: {e}")),
+                    waiters: waiter.into_iter().collect(),
+                })
+            }
+        };
+        self.job = Some(SnapshotJob {
+            reply: SnapshotReply {
+                partition,
+                written: true,
+                lsn,
+                file_bytes: 0,
+                pause_us: pause.as_micros() as u64,
+                write_us: 0,
+            },
+            started: Instant::now(),
+            handle,
+            waiters: waiter.into_iter().collect(),
+        });
+        None
+    }
+
+    /// The snapshot being written, once it finished.
+    pub fn poll_snapshot(&mut self) -> Option<SnapshotDone> {
+        if !self.job.as_ref()?.handle.is_finished() {
+            return None;
+        }
+        let job = self.job.take()?;
+        let write_us = job.started.elapsed().as_micros() as u64;
+        let result = match job.handle.join() {
+            Ok(Ok((path, bytes))) => {
+                eprintln!(
+                    "tabosd: p{}: snapshot at lsn {} written to {} ({bytes} bytes, pause {} us, write {write_us} us)",
+                    self.partition,
+                    job.reply.lsn,
+                    path.display(),
+                    job.reply.pause_us
+                );
+                Ok(SnapshotReply {
+                    file_bytes: bytes,
+                    write_us,
+                    ..job.reply
+                })
+            }
+            Ok(Err(e)) => Err(format!("snapshot of p{} failed: {e}", self.partition)),
+            Err(_) => Err(format!("snapshot thread of p{} panicked", self.partition)),
+        };
+        if let Err(e) = &result {
+            eprintln!("tabosd: {e}; the log is kept, so nothing is lost");
+        }
+        Some(SnapshotDone {
+            result,
+            waiters: job.waiters,
+        })
+    }
+
+    /// Wait for a snapshot being written (shutdown).
+    pub fn finish_snapshot(&mut self) -> Option<SnapshotDone> {
+        while self.job.as_ref().is_some_and(|j| !j.handle.is_finished()) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        self.poll_snapshot()
+    }
+}

@@ -1,0 +1,312 @@
+//! Guards crash safety of `--durability sync` end to end: load over kv, the scheduler,
+//! IPC and the filesystem while tabosd is killed with SIGKILL at random moments, then
+//! restarted on the same data directory. Every acknowledged operation must be there,
+//! the state must be a prefix of the acknowledged history (at most the one operation in
+//! flight at the kill may be there too), and nothing may be half-applied (a file write
+//! spans several block rows: a torn one matches neither the old nor the new content).
+//! `TABOS_CRASH_CYCLES` sets the kill cycles (default 20).
+
+mod common;
+
+use common::{send_signal, start_on_data_dir, wait_exit, within, TestDir, HANG_TIMEOUT};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::collections::{BTreeMap, VecDeque};
+use std::path::Path;
+use std::process::Child;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tabos_client::{Client, Error, Policy};
+
+const RECEIVER: u64 = 42;
+const FILE_BYTES: usize = 5000; // three 2 KiB blocks: a multi-row transaction
+const USER: &str = "crash";
+
+/// One operation, as the model sees it.
+#[derive(Clone, Debug)]
+enum Op {
+    Put { key: String, value: String },
+    Send { seq: u64 },
+    Recv,
+    Submit { task_id: u64 },
+    Write { file: String, seq: u64 },
+}
+
+/// What the client knows was acknowledged, plus the operation in flight.
+#[derive(Debug, Default)]
+struct Model {
+    kv: BTreeMap<String, String>,
+    queue: VecDeque<u64>,
+    tasks: Vec<u64>,
+    files: BTreeMap<String, u64>,
+    in_flight: Option<Op>,
+    acked: u64,
+}
+
+impl Model {
+    fn apply(&mut self, op: &Op) {
+        match op {
+            Op::Put { key, value } => {
+                self.kv.insert(key.clone(), value.clone());
+            }
+            Op::Send { seq } => self.queue.push_back(*seq),
+            Op::Recv => {
+                self.queue.pop_front();
+            }
+            Op::Submit { task_id } => self.tasks.push(*task_id),
+            Op::Write { file, seq } => {
+                self.files.insert(file.clone(), *seq);
+            }
+        }
+    }
+}
+
+fn file_content(seq: u64) -> Vec<u8> {
+    (0..FILE_BYTES)
+        .map(|i| (seq as usize * 31 + i / 2048) as u8)
+        .collect()
+}
+
+fn start(socket: &Path, data: &Path, log: &Path) -> Child {
+    start_on_data_dir(socket, data, log, &[])
+}
+
+/// Run random operations until the connection breaks (the kill) or `budget` passes.
+fn load(socket: &Path, model: &Arc<Mutex<Model>>, seed: u64, budget: Duration) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let Ok(mut client) = Client::connect(socket) else {
+        return;
+    };
+    let deadline = Instant::now() + budget;
+    let mut seq = seed * 1_000_000;
+    while Instant::now() < deadline {
+        seq += 1;
+        let op = match rng.gen_range(0..10) {
+            0..=2 => Op::Put {
+                key: format!("k{}", rng.gen_range(0..16)),
+                value: format!("v{seq}"),
+            },
+            3 | 4 => Op::Send { seq },
+            5 if !model.lock().unwrap().queue.is_empty() => Op::Recv,
+            5 | 6 => Op::Submit { task_id: seq },
+            _ => Op::Write {
+                file: format!("/{USER}/f{}", rng.gen_range(0..4)),
+                seq,
+            },
+        };
+        model.lock().unwrap().in_flight = Some(op.clone());
+        let result: Result<(), Error> = match &op {
+            Op::Put { key, value } => client.kv_put(key.as_bytes(), value.as_bytes()),
+            Op::Send { seq } => client.send(1, RECEIVER, &seq.to_le_bytes()).map(drop),
+            Op::Recv => client.recv(RECEIVER, Duration::ZERO).map(|m| {
+                let front = model.lock().unwrap().queue.front().copied();
+                assert_eq!(
+                    Some(u64::from_le_bytes(m.data[..8].try_into().unwrap())),
+                    front,
+                    "messages out of order"
+                );
+            }),
+            Op::Submit { task_id } => client
+                .sched_submit_with_id(Policy::Fifo, None, *task_id)
+                .map(drop),
+            Op::Write { file, seq } => {
+                let mut fs = client.fs();
+                let data = file_content(*seq);
+                fs.write_at(file, 0, &data)
+            }
+        };
+        let mut m = model.lock().unwrap();
+        match result {
+            Ok(()) => {
+                m.apply(&op);
+                m.acked += 1;
+                m.in_flight = None;
+            }
+            Err(Error::Status(s)) => panic!("{op:?} failed with {s} while the server ran"),
+            Err(_) => return, // killed: `op` stays in flight
+        }
+    }
+    model.lock().unwrap().in_flight = None;
+}
+
+/// Check the restarted node against the model; fold an in-flight op that turned out
+/// to be applied into the model.
+fn check(socket: &Path, model: &mut Model, cycle: u32) {
+    let mut client = Client::connect(socket).expect("connect after restart");
+    let in_flight = model.in_flight.take();
+    let mut applied = None;
+    let mut decide = |is_applied: bool, what: &str| {
+        assert!(
+            applied.is_none_or(|a| a == is_applied),
+            "cycle {cycle}: in-flight op both applied and not ({what})"
+        );
+        applied = Some(is_applied);
+    };
+    // kv: every key holds its acknowledged value (or the in-flight put's).
+    for (key, value) in &model.kv {
+        let got = client
+            .kv_get(key.as_bytes())
+            .unwrap()
+            .map(|v| String::from_utf8(v).unwrap());
+        match &in_flight {
+            Some(Op::Put { key: k, value: v }) if k == key && got.as_ref() == Some(v) => {
+                decide(true, "put")
+            }
+            Some(Op::Put { key: k, .. }) if k == key => {
+                assert_eq!(got.as_ref(), Some(value), "cycle {cycle}: kv {key}");
+                decide(false, "put");
+            }
+            _ => assert_eq!(
+                got.as_ref(),
+                Some(value),
+                "cycle {cycle}: acknowledged kv {key} lost"
+            ),
+        }
+    }
+    if let Some(Op::Put { key, value }) = &in_flight {
+        if !model.kv.contains_key(key) {
+            let got = client.kv_get(key.as_bytes()).unwrap();
+            decide(got.as_deref() == Some(value.as_bytes()), "new key");
+        }
+    }
+    // IPC: the queue is the acknowledged one, give or take the op in flight.
+    let mut queued = Vec::new();
+    loop {
+        match client.recv(RECEIVER, Duration::ZERO) {
+            Ok(m) => queued.push(u64::from_le_bytes(m.data[..8].try_into().unwrap())),
+            Err(Error::Status(tabos_client::Status::QueueEmpty)) => break,
+            Err(e) => panic!("recv: {e}"),
+        }
+    }
+    let acked: Vec<u64> = model.queue.iter().copied().collect();
+    match &in_flight {
+        Some(Op::Send { seq }) => {
+            let mut with = acked.clone();
+            with.push(*seq);
+            assert!(
+                queued == acked || queued == with,
+                "cycle {cycle}: queue {queued:?}, acknowledged {acked:?} + {seq}"
+            );
+            decide(queued == with, "send");
+        }
+        Some(Op::Recv) => {
+            let without = acked[1..].to_vec();
+            assert!(
+                queued == acked || queued == without,
+                "cycle {cycle}: queue {queued:?}, acknowledged {acked:?} (recv in flight)"
+            );
+            decide(queued == without, "recv");
+        }
+        _ => assert_eq!(
+            queued, acked,
+            "cycle {cycle}: message queue is not the acknowledged one"
+        ),
+    }
+    model.queue.clear(); // drained above
+                         // Scheduler: every acknowledged task exists on some partition.
+    let exists = |client: &mut Client, task: u64| -> bool {
+        (0..client.partition_count()).any(|p| client.sched_task(task, p).unwrap().is_some())
+    };
+    for &task in &model.tasks {
+        assert!(
+            exists(&mut client, task),
+            "cycle {cycle}: acknowledged task {task} lost"
+        );
+    }
+    if let Some(Op::Submit { task_id }) = &in_flight {
+        decide(exists(&mut client, *task_id), "submit");
+    }
+    // Filesystem: each file holds exactly its acknowledged content (or the in-flight
+    // write's): a half-applied multi-block write would match neither.
+    for (file, seq) in &model.files {
+        let got = client.fs().read_to_end(file).unwrap();
+        match &in_flight {
+            Some(Op::Write { file: f, seq: s }) if f == file && got == file_content(*s) => {
+                decide(true, "write")
+            }
+            _ => {
+                assert!(
+                    got == file_content(*seq),
+                    "cycle {cycle}: {file} is not its acknowledged content (torn or lost)"
+                );
+                if matches!(&in_flight, Some(Op::Write { file: f, .. }) if f == file) {
+                    decide(false, "write");
+                }
+            }
+        }
+    }
+    if let Some(Op::Write { file, seq }) = &in_flight {
+        if !model.files.contains_key(file) {
+            let got = client.fs().read_to_end(file).ok();
+            if let Some(got) = &got {
+                assert!(
+                    got.is_empty() || *got == file_content(*seq),
+                    "cycle {cycle}: new file {file} half-written"
+                );
+            }
+            decide(got.is_some_and(|g| g == file_content(*seq)), "new file");
+        }
+    }
+    if let (Some(op), Some(true)) = (&in_flight, applied) {
+        if !matches!(op, Op::Send { .. } | Op::Recv) {
+            model.apply(op);
+        }
+    }
+}
+
+#[test]
+fn sigkill_under_load_keeps_every_acknowledged_operation() {
+    let cycles: u32 = std::env::var("TABOS_CRASH_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let dir = TestDir::new("crash");
+    let (socket, data, log) = (
+        dir.socket(),
+        dir.path.join("data"),
+        dir.path.join("tabosd.log"),
+    );
+    let mut child = start(&socket, &data, &log);
+    {
+        let mut client = Client::connect(&socket).unwrap();
+        client
+            .fs()
+            .useradd(USER)
+            .expect("useradd (the test runs as root)");
+        for f in 0..4 {
+            client.fs().create(&format!("/{USER}/f{f}"), false).unwrap();
+        }
+        for p in 0..client.partition_count() {
+            client.worker_add(p, 7 + u64::from(p), 60_000).unwrap();
+        }
+    }
+    let model = Arc::new(Mutex::new(Model::default()));
+    let mut rng = StdRng::seed_from_u64(0x5eed);
+    for cycle in 0..cycles {
+        let kill_after = Duration::from_millis(rng.gen_range(20..250));
+        let (s, m) = (socket.clone(), model.clone());
+        let seed = u64::from(cycle) + 1;
+        let loader = std::thread::spawn(move || load(&s, &m, seed, Duration::from_secs(5)));
+        std::thread::sleep(kill_after);
+        send_signal(child.id(), "KILL");
+        wait_exit(&mut child, HANG_TIMEOUT).expect("killed tabosd exits");
+        within("the loader notices the kill", HANG_TIMEOUT, move || {
+            loader.join().unwrap()
+        });
+        child = start(&socket, &data, &log);
+        let mut m = model.lock().unwrap();
+        check(&socket, &mut m, cycle);
+    }
+    let acked = model.lock().unwrap().acked;
+    send_signal(child.id(), "TERM");
+    wait_exit(&mut child, HANG_TIMEOUT).expect("tabosd stops");
+    let text = std::fs::read_to_string(&log).unwrap();
+    eprintln!(
+        "{cycles} kill cycles, {acked} acknowledged operations; recoveries: {}",
+        text.matches("recovered:").count()
+    );
+    assert!(
+        acked > u64::from(cycles),
+        "too little load to test anything: {acked} ops"
+    );
+}
