@@ -41,6 +41,7 @@ const SPARE_BYTES_MAX: usize = 16 << 20;
 struct Inflight {
     last_lsn: u64,
     len: u64,
+    started: Instant,
 }
 
 /// The writer of one partition's log segments.
@@ -68,6 +69,8 @@ pub struct LogWriter {
     pub flushed_bytes: u64,
     /// When the last flush finished (the `sys_log` table).
     pub last_flush: Option<std::time::SystemTime>,
+    /// Time flushes were in flight, all together (statistics).
+    pub flush_time: std::time::Duration,
 }
 
 impl std::fmt::Debug for LogWriter {
@@ -109,6 +112,7 @@ impl LogWriter {
             flush_count: 0,
             flushed_bytes: 0,
             last_flush: None,
+            flush_time: std::time::Duration::ZERO,
         })
     }
 
@@ -247,6 +251,7 @@ impl LogWriter {
         self.inflight = Some(Inflight {
             last_lsn: self.last_lsn,
             len,
+            started: Instant::now(),
         });
         self.batch_since = None;
         self.file.start(self.file_offset, bytes);
@@ -263,6 +268,7 @@ impl LogWriter {
                 );
                 self.durable_lsn = inflight.last_lsn;
                 self.last_flush = Some(std::time::SystemTime::now());
+                self.flush_time += inflight.started.elapsed();
                 self.file_offset += inflight.len;
                 self.flush_count += 1;
                 self.flushed_bytes += inflight.len;

@@ -78,6 +78,7 @@ impl Durable {
         log_flush: Duration,
         snapshot_every_bytes: u64,
         last_lsn: u64,
+        io_worker_cpus: Vec<usize>,
     ) -> io::Result<Durable> {
         let policy = match mode {
             Durability::Sync => FlushPolicy::Sync,
@@ -88,7 +89,7 @@ impl Durable {
         let disk: Box<dyn tabos_durability::LogDir> =
             match std::env::var("TABOS_FAULT_LOG_FAIL_AFTER").map(|v| v.parse::<u64>()) {
                 Ok(Ok(n)) => Box::new(tabos_durability::FailAfter::new(n)),
-                _ => Box::new(RealDir::new()),
+                _ => Box::new(RealDir::with_worker_cpus(io_worker_cpus)),
             };
         let writer = LogWriter::open(dir, disk, policy, last_lsn)?;
         Ok(Durable {
@@ -140,6 +141,21 @@ impl Durable {
                 .map_or(0, |d| d.as_millis() as u64)
         });
         (w.last_lsn(), w.durable_lsn(), flushed_ms)
+    }
+
+    /// What the log did since start, for the shutdown line: records, flushes, bytes
+    /// and the mean flush time; `None` when nothing is logged.
+    pub fn summary(&self) -> Option<String> {
+        let w = self.writer.as_ref()?;
+        let mean_us = w.flush_time.as_secs_f64() * 1e6 / w.flush_count.max(1) as f64;
+        Some(format!(
+            "log: {} records in {} flushes ({:.1} records and {:.0} KiB each, {:.0} us each on average)",
+            self.records,
+            w.flush_count,
+            self.records as f64 / w.flush_count.max(1) as f64,
+            w.flushed_bytes as f64 / 1024.0 / w.flush_count.max(1) as f64,
+            mean_us
+        ))
     }
 
     /// Whether a snapshot file is being written.

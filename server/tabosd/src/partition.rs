@@ -231,6 +231,9 @@ impl Partition {
             self.snapshot_done(done);
         }
         self.publish_replies();
+        if let Some(summary) = self.durable.summary() {
+            eprintln!("tabosd: p{}: {summary}", self.id);
+        }
     }
 
     /// Take a snapshot when enough log was written, and answer finished ones.

@@ -157,6 +157,7 @@ pub fn recover_node(
                         Duration::from_millis(config.log_flush_ms),
                         config.snapshot_every_mib.saturating_mul(1 << 20),
                         report.last_lsn,
+                        io_worker_cpus(&resolved.cores, local as usize),
                     )
                     .map_err(|e| format!("p{id}: cannot open the log in {}: {e}", dir.display()))?;
                     Ok((db, durable))
@@ -183,4 +184,27 @@ pub fn recover_node(
         durables,
         lock: Some(lock),
     })
+}
+
+/// CPUs for the io_uring workers that flush partition `local`'s log: every CPU this
+/// process may use that no partition is pinned to; failing that, every one but this
+/// partition's own core; empty (the kernel's choice) for an unpinned partition.
+fn io_worker_cpus(cores: &[Option<usize>], local: usize) -> Vec<usize> {
+    let Some(own) = cores.get(local).copied().flatten() else {
+        return Vec::new();
+    };
+    let available: Vec<usize> = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    let free: Vec<usize> = available
+        .iter()
+        .copied()
+        .filter(|c| !cores.contains(&Some(*c)))
+        .collect();
+    if !free.is_empty() {
+        return free;
+    }
+    available.into_iter().filter(|&c| c != own).collect()
 }
