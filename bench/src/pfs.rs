@@ -98,6 +98,11 @@ impl LocalCluster {
                 .arg("--cluster")
                 .arg(cluster.dir.join("cluster.toml"))
                 .args(["--node", &i.to_string(), "--no-pin", "--spin-us", "20"])
+                // Its own log directory, logged as the other figure benchmarks are
+                // (async: PostgreSQL there runs with synchronous_commit=off).
+                .arg("--data-dir")
+                .arg(cluster.dir.join(format!("node-{i}-data")))
+                .args(["--durability", "async"])
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(log)
