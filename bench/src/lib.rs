@@ -16,12 +16,15 @@
 //! Running (the driver starts `tabosd` from its own directory unless told otherwise):
 //! ```text
 //! cargo build --release -p tabos-bench -p tabos-server
-//! target/release/tabos-bench invoke --json /tmp/invoke.json   # full, ~40 s
-//! target/release/tabos-bench invoke --quick                   # smoke, ~3 s
-//! target/release/tabos-bench sched --json /tmp/sched.json     # figure 5, ~2 min
-//! target/release/tabos-bench ipc --json /tmp/ipc.json         # figures 6-8, ~1 min
+//! target/release/tabos-bench all --json bench.json --plots docs/figures  # everything, ~9 min
+//! target/release/tabos-bench all --quick                      # CI smoke test, ~1 min
+//! target/release/tabos-bench invoke --json /tmp/invoke.json   # null calls, all baselines
+//! target/release/tabos-bench sched --json /tmp/sched.json     # figure 5
+//! target/release/tabos-bench ipc --json /tmp/ipc.json         # figures 6-8
 //! target/release/tabos-bench fs --json /tmp/fs.json           # figure 10, tables 1-2
+//! target/release/tabos-bench sql --json /tmp/sql.json         # table 2 via SQL, scan stalls
 //! target/release/tabos-bench durability --json /tmp/dur.json  # off/async/sync, recovery
+//! target/release/tabos-bench pfs --json /tmp/pfs.json         # figures 11-12, local cluster
 //! cargo bench -p tabos-bench --bench invoke                   # criterion
 //! ```
 
