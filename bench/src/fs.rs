@@ -765,7 +765,7 @@ impl<'a> Bench<'a> {
         let expected = self.du_expected();
         let mut client = self.target.connect()?;
         let mut fs = client.fs();
-        let lat = timed_calls(self.config.per_run, || {
+        let lat = crate::measure::timed_calls(self.config.per_run, || {
             let du = fs
                 .du(&self.du_dir, min)
                 .map_err(|e| Error::call(format!("du {}", self.du_dir), e))?;
@@ -784,7 +784,7 @@ impl<'a> Bench<'a> {
         );
         let expected = self.du_expected();
         let dir = self.baseline_path(&self.du_dir);
-        let lat = timed_calls(self.config.per_run, || {
+        let lat = crate::measure::timed_calls(self.config.per_run, || {
             check_du(ext4::du(&dir, self.config.du_min_bytes)?, expected)
         })?;
         Ok(self.du_record(Side::Baseline, "readdir + stat walk", &lat))
@@ -1032,29 +1032,6 @@ fn timed_count(
     }
     measured.elapsed = started.elapsed();
     Ok(measured)
-}
-
-/// Run `call` untimed for a tenth of `per_run` (at least once), then timed for
-/// `per_run` (at least 3 times).
-fn timed_calls(
-    per_run: Duration,
-    mut call: impl FnMut() -> Result<(), Error>,
-) -> Result<Latencies, Error> {
-    let warm_up_until = Instant::now() + per_run.mul_f64(0.1);
-    loop {
-        call()?;
-        if Instant::now() >= warm_up_until {
-            break;
-        }
-    }
-    let mut lat = Latencies::new();
-    let deadline = Instant::now() + per_run;
-    while lat.count() < 3 || Instant::now() < deadline {
-        let start = Instant::now();
-        call()?;
-        lat.record(start.elapsed());
-    }
-    Ok(lat)
 }
 
 #[cfg(test)]

@@ -155,6 +155,29 @@ pub fn gang<S: Send, T: Send>(
     })
 }
 
+/// Run `call` untimed for a tenth of `per_run` (at least once), then timed for
+/// `per_run` (at least 3 times).
+pub fn timed_calls(
+    per_run: Duration,
+    mut call: impl FnMut() -> Result<(), Error>,
+) -> Result<Latencies, Error> {
+    let warm_up_until = Instant::now() + per_run.mul_f64(0.1);
+    loop {
+        call()?;
+        if Instant::now() >= warm_up_until {
+            break;
+        }
+    }
+    let mut lat = Latencies::new();
+    let deadline = Instant::now() + per_run;
+    while lat.count() < 3 || Instant::now() < deadline {
+        let start = Instant::now();
+        call()?;
+        lat.record(start.elapsed());
+    }
+    Ok(lat)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -153,7 +153,7 @@ fn du(target: &Target, config: &SqlConfig) -> Result<Vec<Record>, Error> {
         "[sql-du] {SYSTEM}, SQL aggregate: {:.1} s",
         config.per_run.as_secs_f64()
     );
-    let lat = timed(config.per_run, || {
+    let lat = crate::measure::timed_calls(config.per_run, || {
         let r = client
             .query(&sql)
             .map_err(|e| Error::call("SQL table 2", e))?;
@@ -174,7 +174,7 @@ fn du(target: &Target, config: &SqlConfig) -> Result<Vec<Record>, Error> {
         "[sql-du] {SYSTEM}, du procedure: {:.1} s",
         config.per_run.as_secs_f64()
     );
-    let lat = timed(config.per_run, || {
+    let lat = crate::measure::timed_calls(config.per_run, || {
         let du = client
             .fs()
             .du(&dir, min)
@@ -193,7 +193,7 @@ fn du(target: &Target, config: &SqlConfig) -> Result<Vec<Record>, Error> {
         "[sql-du] {system}, readdir + stat walk: {:.1} s",
         config.per_run.as_secs_f64()
     );
-    let lat = timed(config.per_run, || check(ext4::du(&base, min)?, "ext4"))?;
+    let lat = crate::measure::timed_calls(config.per_run, || check(ext4::du(&base, min)?, "ext4"))?;
     records.push(du_record(
         &system,
         "readdir + stat walk",
@@ -429,29 +429,6 @@ fn stall_record(
         lat,
         (secs > 0.0).then(|| lat.count() as f64 / secs),
     )
-}
-
-/// Run `call` untimed for a tenth of `per_run` (at least once), then timed for
-/// `per_run` (at least 3 times).
-fn timed(
-    per_run: Duration,
-    mut call: impl FnMut() -> Result<(), Error>,
-) -> Result<Latencies, Error> {
-    let warm_up_until = Instant::now() + per_run.mul_f64(0.1);
-    loop {
-        call()?;
-        if Instant::now() >= warm_up_until {
-            break;
-        }
-    }
-    let mut lat = Latencies::new();
-    let deadline = Instant::now() + per_run;
-    while lat.count() < 3 || Instant::now() < deadline {
-        let start = Instant::now();
-        call()?;
-        lat.record(start.elapsed());
-    }
-    Ok(lat)
 }
 
 /// Summary lines: table 2 through SQL against the procedure and ext4, and the stall.

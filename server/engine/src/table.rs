@@ -162,6 +162,18 @@ impl<R: Row> Table<R> {
     /// Insert or replace; returns the old row. `Err(Status::TableFull)` only when
     /// inserting a new key at `max_rows`.
     pub fn upsert(&mut self, row: R) -> Result<Option<R>, Status> {
+        Ok(self.put(row)?.cloned())
+    }
+
+    /// Insert or replace without handing the old row back: the old row moves into the
+    /// undo log instead of being copied (what [`upsert`](Self::upsert) must do to
+    /// return it). `Err(Status::TableFull)` only when inserting a new key at `max_rows`.
+    pub fn replace(&mut self, row: R) -> Result<(), Status> {
+        self.put(row).map(drop)
+    }
+
+    /// Insert or replace; the replaced row, which now lives in the undo log.
+    fn put(&mut self, row: R) -> Result<Option<&R>, Status> {
         match self.rows.entry(row.key()) {
             Entry::Vacant(_) => self.insert(row).map(|()| None),
             Entry::Occupied(occupied) => {
@@ -172,28 +184,11 @@ impl<R: Row> Table<R> {
                     .replace(row)
                     .expect("the primary index names a free slot");
                 self.reindex(&key, old.sort_key(), new_sort, slot);
-                self.undo.push(Undo::Replaced(old.clone()));
-                Ok(Some(old))
-            }
-        }
-    }
-
-    /// Insert or replace without handing the old row back: the old row moves into the
-    /// undo log instead of being copied (what [`upsert`](Self::upsert) must do to
-    /// return it). `Err(Status::TableFull)` only when inserting a new key at `max_rows`.
-    pub fn replace(&mut self, row: R) -> Result<(), Status> {
-        match self.rows.entry(row.key()) {
-            Entry::Vacant(_) => self.insert(row),
-            Entry::Occupied(occupied) => {
-                let key = occupied.key().clone();
-                let slot = *occupied.get();
-                let new_sort = row.sort_key();
-                let old = self.slots[slot]
-                    .replace(row)
-                    .expect("the primary index names a free slot");
-                self.reindex(&key, old.sort_key(), new_sort, slot);
                 self.undo.push(Undo::Replaced(old));
-                Ok(())
+                match self.undo.last() {
+                    Some(Undo::Replaced(old)) => Ok(Some(old)),
+                    _ => unreachable!("just pushed"),
+                }
             }
         }
     }
