@@ -226,6 +226,18 @@ impl PartitionDb {
     }
 }
 
+impl PartitionDb {
+    /// A digest of the replicated tables only (`rkv`, `fs_user`, `fs_map`): equal on
+    /// every partition of a node unless a replicated write reached some of them only.
+    pub fn replicated_digest(&self) -> u64 {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        digest_table(&mut h, &self.rkv);
+        digest_table(&mut h, &self.fs.users);
+        digest_table(&mut h, &self.fs.map);
+        h.finish()
+    }
+}
+
 fn digest_table<R: Row>(h: &mut impl Hasher, table: &Table<R>) {
     let mut rows: Vec<Vec<u8>> = table
         .iter()

@@ -179,6 +179,9 @@ pub fn recover_node(
         dbs.push(db);
         durables.push(durable);
     }
+    if let Some(why) = replicated_divergence(&dbs, base) {
+        eprintln!("tabosd: WARNING: {why}");
+    }
     Ok(Recovered {
         dbs,
         durables,
@@ -207,4 +210,51 @@ fn io_worker_cpus(cores: &[Option<usize>], local: usize) -> Vec<usize> {
         return free;
     }
     available.into_iter().filter(|&c| c != own).collect()
+}
+
+/// Why the replicated tables differ across this node's recovered partitions, if they
+/// do. Each partition logs a replicated write on its own, so a crash after some
+/// partitions made one durable and before the others did (it was not yet
+/// acknowledged) leaves them different; recovery does not reconcile that yet, and
+/// says so rather than serve the difference silently.
+pub fn replicated_divergence(dbs: &[PartitionDb], base: u32) -> Option<String> {
+    let digests: Vec<u64> = dbs.iter().map(PartitionDb::replicated_digest).collect();
+    let first = *digests.first()?;
+    let differ: Vec<String> = digests
+        .iter()
+        .enumerate()
+        .filter(|(_, &d)| d != first)
+        .map(|(i, _)| format!("p{}", base + i as u32))
+        .collect();
+    (!differ.is_empty()).then(|| {
+        format!(
+            "replicated tables (rkv, fs_user, fs_map) of {} differ from p{base}'s after recovery: \
+             an unacknowledged replicated write reached only some partitions before the \
+             crash; repeat that write (e.g. the useradd or rkv put) to make them agree",
+            differ.join(", ")
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::replicated_divergence;
+    use tabos_procs::{DbLimits, PartitionDb};
+
+    #[test]
+    fn diverged_replicated_tables_are_reported() {
+        let db = || PartitionDb::new(DbLimits::default(), 0, 2, &[0, 0]);
+        assert_eq!(replicated_divergence(&[db(), db()], 0), None);
+        let mut ahead = db();
+        ahead
+            .rkv
+            .insert(tabos_procs::builtin::KvRow {
+                key: b"k".to_vec(),
+                value: b"v".to_vec(),
+            })
+            .unwrap();
+        ahead.rkv.commit();
+        let why = replicated_divergence(&[db(), ahead], 4).expect("they differ");
+        assert!(why.contains("p5"), "{why}");
+    }
 }
