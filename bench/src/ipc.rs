@@ -690,16 +690,7 @@ impl Run<'_> {
                 join_all(senders)
             })
         })();
-        let mut stopped = Ok(());
-        for server in servers {
-            let s = server.stop();
-            if stopped.is_ok() {
-                stopped = s;
-            }
-        }
-        let results = results?;
-        stopped?;
-        Ok(results)
+        after_stopping(results, servers.into_iter().map(|server| server.stop()))
     }
 
     /// An echo thread per pair (the receiver), a connection per sender.
@@ -749,16 +740,7 @@ impl Run<'_> {
                 join_all(senders)
             })
         })();
-        let mut finished = Ok(());
-        for server in servers {
-            let f = server.finish();
-            if finished.is_ok() {
-                finished = f;
-            }
-        }
-        let results = results?;
-        finished?;
-        Ok(results)
+        after_stopping(results, servers.into_iter().map(|server| server.finish()))
     }
 }
 
@@ -1003,16 +985,7 @@ impl Run<'_> {
                 .join()
                 .expect("benchmark threads do not panic")
         });
-        let mut stopped = Ok(());
-        for server in servers {
-            let s = server.stop();
-            if stopped.is_ok() {
-                stopped = s;
-            }
-        }
-        let result = result?;
-        stopped?;
-        Ok(result)
+        after_stopping(result, servers.into_iter().map(|server| server.stop()))
     }
 
     /// An echo thread per receiver; the sender writes to them all, then reads.
@@ -1045,16 +1018,7 @@ impl Run<'_> {
                         .expect("benchmark threads do not panic")
                 })
             });
-        let mut finished = Ok(());
-        for server in servers {
-            let f = server.finish();
-            if finished.is_ok() {
-                finished = f;
-            }
-        }
-        let result = result?;
-        finished?;
-        Ok(result)
+        after_stopping(result, servers.into_iter().map(|server| server.finish()))
     }
 }
 
@@ -1149,6 +1113,23 @@ pub fn ratios(records: &[Record]) -> Vec<String> {
         }
     }
     lines
+}
+
+/// `result`, once every server has been stopped (all of them, even after a failure);
+/// the run's error wins over a stop's, and the first stop's over later ones.
+fn after_stopping<T>(
+    result: Result<T, Error>,
+    stops: impl IntoIterator<Item = Result<(), Error>>,
+) -> Result<T, Error> {
+    let mut stopped = Ok(());
+    for s in stops {
+        if stopped.is_ok() {
+            stopped = s;
+        }
+    }
+    let result = result?;
+    stopped?;
+    Ok(result)
 }
 
 #[cfg(test)]

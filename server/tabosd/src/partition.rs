@@ -486,10 +486,9 @@ impl Partition {
             encode_cluster_map(&self.node.map, &mut self.reply);
             return Some(Status::Ok);
         }
-        if let Some(why) = self.durable.failed() {
+        if self.durable.failed().is_some() {
             // Fail-stop: not even reads, which could see writes that never became
             // durable. The reason was logged when the failure happened.
-            let _ = why;
             return Some(Status::StorageFailed);
         }
         if request.proc_id == ids::SYS_SNAPSHOT {
