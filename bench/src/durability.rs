@@ -61,6 +61,44 @@ type Call = (u32, u32, Vec<u8>);
 /// The calls of operation `i` of a workload.
 type Workload = Box<dyn FnMut(u64) -> Vec<Call>>;
 
+/// Calls the closed loop queues before it publishes them, and completions it handles
+/// before it refills: the client streams calls in small groups instead of alternating
+/// with the server in refills of thousands (which leaves the partition idle while the
+/// client queues and the log idle while the partition runs).
+const STREAM_EVERY: usize = 64;
+
+/// The calls in flight of a closed loop and the next operation to start.
+struct InFlight<'a> {
+    started: HashMap<u64, Instant>,
+    op: u64,
+    next: &'a mut dyn FnMut(u64) -> Vec<Call>,
+}
+
+impl InFlight<'_> {
+    /// Start operations until `depth` calls are in flight, publishing every few calls.
+    fn refill(&mut self, client: &mut Client, depth: usize) -> Result<(), Error> {
+        let mut unpublished = 0;
+        while self.started.len() < depth {
+            let calls = (self.next)(self.op);
+            self.op += 1;
+            let at = Instant::now();
+            for (proc_id, partition, args) in calls {
+                let id = client
+                    .submit(proc_id, partition, &args)
+                    .map_err(client_error)?;
+                self.started.insert(id, at);
+                unpublished += 1;
+            }
+            if unpublished >= STREAM_EVERY {
+                client.flush();
+                unpublished = 0;
+            }
+        }
+        client.flush();
+        Ok(())
+    }
+}
+
 /// Keep `depth` calls in flight for `time`, each op being the calls `next(i)` returns
 /// (submitted together); returns per-call latencies and ops per second.
 fn closed_loop(
@@ -70,11 +108,15 @@ fn closed_loop(
     next: &mut dyn FnMut(u64) -> Vec<Call>,
 ) -> Result<(Latencies, f64), Error> {
     let mut lat = Latencies::new();
-    let mut started: HashMap<u64, Instant> = HashMap::new();
+    let mut flight = InFlight {
+        started: HashMap::new(),
+        op: 0,
+        next,
+    };
     let mut out: Vec<Completion> = Vec::new();
     let warm_until = Instant::now() + time / 10;
     let mut timed_from: Option<Instant> = None;
-    let (mut op, mut ops_timed) = (0u64, 0u64);
+    let mut ops_timed = 0u64;
     loop {
         let now = Instant::now();
         if timed_from.is_none() && now >= warm_until {
@@ -84,30 +126,22 @@ fn closed_loop(
         if timed_from.is_some_and(|t| now - t >= time) {
             break;
         }
-        while started.len() < depth {
-            let calls = next(op);
-            op += 1;
-            let at = Instant::now();
-            for (proc_id, partition, args) in calls {
-                let id = client
-                    .submit(proc_id, partition, &args)
-                    .map_err(client_error)?;
-                started.insert(id, at);
-            }
-        }
-        client.flush();
+        flight.refill(client, depth)?;
         out.clear();
         client.wait(&mut out, 1).map_err(client_error)?;
-        for c in &out {
+        for (i, c) in out.iter().enumerate() {
             if c.status_code != 0 {
                 return Err(Error::Server(format!(
                     "a durability benchmark call failed with status {}",
                     c.status_code
                 )));
             }
-            if let Some(at) = started.remove(&c.request_id) {
+            if let Some(at) = flight.started.remove(&c.request_id) {
                 lat.record(at.elapsed());
                 ops_timed += 1;
+            }
+            if (i + 1) % STREAM_EVERY == 0 {
+                flight.refill(client, depth)?;
             }
         }
     }

@@ -205,7 +205,7 @@ struct SchedArgs {
 struct DurabilityArgs {
     /// Calls kept in flight (sync mode commits at most this many per fdatasync).
     /// Default: 4096 (--quick: 256).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=4096))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=65536))]
     depth: Option<u64>,
 
     /// Seconds of each workload in each mode (after an untimed tenth). Default: 3
