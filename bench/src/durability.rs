@@ -47,7 +47,7 @@ impl DurabilityConfig {
 
     pub fn full() -> DurabilityConfig {
         DurabilityConfig {
-            depth: 4096,
+            depth: 16_384,
             per_run: Duration::from_secs(3),
             state_rows: 250_000,
             row_bytes: 1024,

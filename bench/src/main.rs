@@ -204,7 +204,7 @@ struct SchedArgs {
 #[derive(Args, Debug)]
 struct DurabilityArgs {
     /// Calls kept in flight (sync mode commits at most this many per fdatasync).
-    /// Default: 4096 (--quick: 256).
+    /// Default: 16384 (--quick: 256).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=65536))]
     depth: Option<u64>,
 

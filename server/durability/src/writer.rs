@@ -131,6 +131,19 @@ impl LogWriter {
         self.failed.as_ref()
     }
 
+    /// Whether a flush is in flight.
+    pub fn flushing(&self) -> bool {
+        self.inflight.is_some()
+    }
+
+    /// Block until the flush in flight may have finished, at most `timeout` (the next
+    /// [`poll`](Self::poll) reaps it).
+    pub fn wait_ready(&mut self, timeout: Duration) {
+        if self.inflight.is_some() {
+            self.file.wait_ready(timeout);
+        }
+    }
+
     /// Whether a flush is in flight or records wait for one.
     pub fn busy(&self) -> bool {
         self.inflight.is_some() || !self.batch.is_empty()

@@ -190,6 +190,22 @@ impl Durable {
         })
     }
 
+    /// `sync` mode with a flush in flight: replies wait for it.
+    pub fn waits_on_flush(&self) -> bool {
+        self.mode == Durability::Sync
+            && self
+                .writer
+                .as_ref()
+                .is_some_and(|w| w.flushing() && w.failed().is_none())
+    }
+
+    /// Block until the flush in flight may have finished, at most `timeout`.
+    pub fn wait_flush(&mut self, timeout: Duration) {
+        if let Some(w) = self.writer.as_mut() {
+            w.wait_ready(timeout);
+        }
+    }
+
     /// Make everything logged so far durable before going on (replicated writes in
     /// `sync` mode, shutdown, snapshots). An error leaves the writer failed.
     pub fn flush_blocking(&mut self) -> Result<(), String> {

@@ -24,6 +24,9 @@ use tabos_transport::Status;
 /// Requests taken from one client's ring before moving to the next client.
 pub const DRAIN_BATCH_MAX: usize = 256;
 
+/// Longest a partition blocks on a log flush before it looks at its rings again.
+const FLUSH_WAIT: Duration = Duration::from_micros(200);
+
 /// What every partition thread of a node shares.
 #[derive(Debug)]
 pub struct NodeShared {
@@ -209,6 +212,14 @@ impl Partition {
             if work > 0 {
                 idle_since = None;
                 idle_turns = 0;
+                continue;
+            }
+            if self.durable.waits_on_flush() && !self.shutting_down {
+                // Nothing to do but wait for the log: wait in the kernel rather than
+                // spin, so the threads doing the I/O (the io_uring worker, the block
+                // layer's workers, which may share this core) run at once instead of
+                // when the scheduler preempts a spinning partition (up to a tick).
+                self.durable.wait_flush(FLUSH_WAIT);
                 continue;
             }
             idle_turns = idle_turns.wrapping_add(1);
