@@ -5,7 +5,7 @@ use crate::builtin::KvRow;
 use crate::fs::FsTables;
 use crate::ipc::IpcTables;
 use crate::sched::SchedTables;
-use tabos_engine::{ConsistencyError, Schema, Table};
+use tabos_engine::{ConsistencyError, Schema, Scope, Table};
 
 /// Limits and cluster-wide settings of a partition's tables (checked on every write).
 #[derive(Clone, Copy, Debug)]
@@ -70,6 +70,11 @@ pub struct PartitionDb {
     pub ipc: IpcTables,
     /// The filesystem's tables.
     pub fs: FsTables,
+    /// Replicated writes (procedures of `Scope::Broadcast` that changed the state)
+    /// this partition applied, counted from its creation: every partition of a node
+    /// applies them in one order, so this is the position in that order. Recovery
+    /// finds a replicated write that a crash left on some partitions only by it.
+    pub replicated_writes: u64,
 }
 
 impl PartitionDb {
@@ -93,6 +98,18 @@ impl PartitionDb {
             sched: SchedTables::new(&limits),
             ipc: IpcTables::new(&limits),
             fs: FsTables::new(&limits, partition, partition_count, nodes),
+            replicated_writes: 0,
+        }
+    }
+}
+
+impl PartitionDb {
+    /// Count a committed invocation of a procedure of `scope` that `changed` the state
+    /// if it was a replicated write. Called after every invocation that is logged and
+    /// after every replayed one, so live and recovered counts agree.
+    pub fn count_replicated(&mut self, scope: Scope, changed: bool) {
+        if changed && scope == Scope::Broadcast {
+            self.replicated_writes += 1;
         }
     }
 }

@@ -11,8 +11,9 @@ use bincode::Options;
 use std::hash::{Hash, Hasher};
 use tabos_engine::{Row, Schema, Table};
 
-/// Version of the image layout, first in every image.
-const IMAGE_VERSION: u32 = 1;
+/// Version of the image layout, first in every image (2: the replicated-write count
+/// follows the tables).
+const IMAGE_VERSION: u32 = 2;
 
 fn options() -> impl Options {
     bincode::DefaultOptions::new()
@@ -62,6 +63,7 @@ pub struct ImageRows {
     local: Vec<crate::fs::schema::LocalBlock>,
     parallel: Vec<crate::fs::schema::ParallelBlock>,
     counter: Vec<crate::fs::schema::CounterRow>,
+    replicated_writes: u64,
 }
 
 impl ImageRows {
@@ -81,6 +83,7 @@ impl ImageRows {
         put_rows(out, &self.local);
         put_rows(out, &self.parallel);
         put_rows(out, &self.counter);
+        put(out, &self.replicated_writes);
         assert!(out.len() > start);
     }
 }
@@ -145,6 +148,7 @@ impl PartitionDb {
         put_table(out, &self.fs.local);
         put_table(out, &self.fs.parallel);
         put_table(out, &self.fs.counter);
+        put(out, &self.replicated_writes);
         assert!(out.len() > start);
     }
 
@@ -165,6 +169,7 @@ impl PartitionDb {
             local: rows_of(&self.fs.local),
             parallel: rows_of(&self.fs.parallel),
             counter: rows_of(&self.fs.counter),
+            replicated_writes: self.replicated_writes,
         }
     }
 
@@ -198,6 +203,7 @@ impl PartitionDb {
         r.table(&mut self.fs.local)?;
         r.table(&mut self.fs.parallel)?;
         r.table(&mut self.fs.counter)?;
+        self.replicated_writes = r.get("replicated write count")?;
         if !r.bytes.is_empty() {
             return Err(format!("{} bytes after the image", r.bytes.len()));
         }
@@ -222,15 +228,18 @@ impl PartitionDb {
         digest_table(&mut h, &self.fs.local);
         digest_table(&mut h, &self.fs.parallel);
         digest_table(&mut h, &self.fs.counter);
+        self.replicated_writes.hash(&mut h);
         h.finish()
     }
 }
 
 impl PartitionDb {
-    /// A digest of the replicated tables only (`rkv`, `fs_user`, `fs_map`): equal on
-    /// every partition of a node unless a replicated write reached some of them only.
+    /// A digest of the replicated tables only (`rkv`, `fs_user`, `fs_map`) and the
+    /// count of replicated writes: equal on every partition of a node unless a
+    /// replicated write reached some of them only.
     pub fn replicated_digest(&self) -> u64 {
         let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.replicated_writes.hash(&mut h);
         digest_table(&mut h, &self.rkv);
         digest_table(&mut h, &self.fs.users);
         digest_table(&mut h, &self.fs.map);

@@ -83,6 +83,8 @@ pub const PARKED_MAX: usize = 65_536;
 /// Outcome of one transaction.
 struct Invoked {
     status: Status,
+    /// The invocation changed the state (and was logged).
+    changed: bool,
     notify: Vec<u64>,
     wait: Option<WaitFor>,
 }
@@ -337,6 +339,7 @@ impl Partition {
             unreachable!("broadcast jobs are built from registered procedures only");
         };
         let mut invoked = self.invoke(&def, job.caller, &job.args);
+        self.db.count_replicated(def.scope, invoked.changed);
         self.woken.extend_from_slice(&invoked.notify);
         // Replicated writes are rare: in sync mode each partition makes its record
         // durable before it reports done, so the answer never precedes any of them.
@@ -438,6 +441,7 @@ impl Partition {
         if self.durable.failed().is_some() {
             return Invoked {
                 status: Status::StorageFailed,
+                changed: false,
                 notify: Vec::new(),
                 wait: None,
             };
@@ -458,6 +462,7 @@ impl Partition {
         }
         Invoked {
             status: done.status,
+            changed: done.changed,
             notify,
             wait,
         }

@@ -77,6 +77,7 @@ impl Node {
             let db = &mut self.dbs[t as usize];
             let mut ctx = Ctx::new(db, t, PARTITIONS, caller, args, &mut reply, MAX_REPLY);
             let done = execute_logged(&def, &mut ctx);
+            self.dbs[t as usize].count_replicated(def.scope, done.changed);
             if done.changed {
                 let lsn = self.writers[t as usize]
                     .append(def.id, caller.uid, caller.pid, caller.user.as_str(), args)
@@ -198,7 +199,7 @@ impl Node {
 fn recover(data_dir: &Path, p: u32) -> Result<(PartitionDb, u64), String> {
     let mut db = fresh_db(p);
     let registry = tabos_procs::registry();
-    let report = recover_partition(
+    let (report, _) = recover_partition(
         &partition_dir(data_dir, p),
         &mut db,
         &registry,

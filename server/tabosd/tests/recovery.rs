@@ -260,3 +260,73 @@ fn a_failing_log_makes_the_partition_refuse_instead_of_acknowledging() {
     drop(client);
     stop(child);
 }
+
+/// The offset and procedure of the last record in `segment`, and where records end.
+fn last_record(segment: &Path) -> (usize, u32, usize) {
+    let bytes = std::fs::read(segment).unwrap();
+    let (mut at, mut last) = (0, None);
+    while let Ok((record, next)) = tabos_durability::record::decode_at(&bytes, at) {
+        last = Some((at, record.proc_id));
+        at = next;
+    }
+    let (offset, proc_id) = last.expect("the segment holds records");
+    (offset, proc_id, at)
+}
+
+/// A crash between partitions making one replicated write durable leaves it on some
+/// of them only (it was never acknowledged: its reply waits for all). Made here by
+/// zeroing the last record, that write, out of p1's log after a clean stop. The
+/// restart rolls it forward onto p1 from p0's log and logs it there; the next restart
+/// has nothing to roll.
+#[test]
+fn a_replicated_write_on_some_partitions_only_is_rolled_forward() {
+    let dir = TestDir::new("roll-forward");
+    let (socket, data, log) = (dir.socket(), dir.path.join("data"), dir.path.join("log"));
+    let child = start_on_data_dir(&socket, &data, &log, &["--durability", "sync"]);
+    let mut client = Client::connect(&socket).unwrap();
+    client.rkv_put(b"first", b"1").unwrap();
+    for i in 0..40u32 {
+        client
+            .kv_put(format!("k{i}").as_bytes(), &i.to_le_bytes())
+            .unwrap();
+    }
+    client.rkv_put(b"last", b"2").unwrap();
+    drop(client);
+    stop(child);
+
+    let p1 = tabos_durability::partition_dir(&data, 1);
+    let listing = tabos_durability::layout::list(&p1).unwrap();
+    let segment = &listing.segments.last().expect("p1 has a log").1;
+    let (offset, proc_id, end) = last_record(segment);
+    assert_eq!(proc_id, tabos_procs::ids::RKV_PUT, "p1's last record");
+    let mut bytes = std::fs::read(segment).unwrap();
+    bytes[offset..end].fill(0);
+    std::fs::write(segment, &bytes).unwrap();
+
+    for round in 0..2 {
+        let child = start_on_data_dir(&socket, &data, &log, &["--durability", "sync"]);
+        let mut client = Client::connect(&socket).unwrap();
+        for p in 0..2 {
+            assert_eq!(
+                client.rkv_get(p, b"last").unwrap(),
+                Some(b"2".to_vec()),
+                "round {round}: p{p}"
+            );
+            assert_eq!(client.rkv_get(p, b"first").unwrap(), Some(b"1".to_vec()));
+        }
+        for i in 0..40u32 {
+            let got = client.kv_get(format!("k{i}").as_bytes()).unwrap();
+            assert_eq!(got, Some(i.to_le_bytes().to_vec()), "k{i}");
+        }
+        drop(client);
+        stop(child);
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        text.matches("p1: rolled replicated write 2 forward from p0's log")
+            .count(),
+        1,
+        "rolled forward once, then found in p1's own log:\n{text}"
+    );
+    assert!(!text.contains("WARNING"), "{text}");
+}
