@@ -146,6 +146,9 @@ impl LogFile for SyncFile {
 const TAG_WRITE: u64 = 1;
 const TAG_SYNC: u64 = 2;
 const TAG_ZEROS: u64 = 3;
+/// The zeros written ahead in the background, and their sync.
+const TAG_AHEAD_ZEROS: u64 = 4;
+const TAG_AHEAD_SYNC: u64 = 5;
 
 /// Offsets, lengths and buffer addresses of direct I/O are multiples of this.
 pub const DIRECT_BLOCK: usize = 4096;
@@ -224,10 +227,13 @@ fn open_direct(path: &Path) -> Option<File> {
 /// partition thread without the page cache (the write itself needs no worker
 /// thread, and no CPU copies it into page-cache pages), then made durable by a
 /// linked `fdatasync`. Where direct I/O is refused, the same blocks are written
-/// through the page cache with `RWF_DSYNC`. The stretch of zeros ahead is written
-/// and synced first, through the page cache, whenever a flush would pass it: the
-/// records then always overwrite blocks inside the file, and their sync has no file
-/// size to journal.
+/// through the page cache with `RWF_DSYNC`.
+///
+/// Records always overwrite blocks inside the file, so their sync has no file size
+/// to journal: a stretch of zeros is written (and synced) ahead of them, in the
+/// background while flushes go on, once less than half of it is left. A flush that
+/// would pass the zeros waits for the stretch in flight (`IOSQE_IO_DRAIN`) or, when
+/// none is, writes its own first (linked before its records).
 pub struct UringFile {
     /// Buffered: the zeros ahead, `fdatasync`, and the records when `direct` is None.
     file: File,
@@ -235,11 +241,22 @@ pub struct UringFile {
     path: PathBuf,
     ring: IoUring,
     inflight: Option<Vec<u8>>,
+    /// Entries of the flush in flight not yet completed.
     outstanding: u32,
     error: Option<io::Error>,
-    zeros: Vec<u8>,
+    /// Source of zero writes (aligned, for direct I/O too); never written to.
+    zeros: AlignedBuf,
+    /// The file holds synced zeros (or records) up to here.
     zeroed_to: u64,
+    /// Zeros the flush in flight writes before its records (linked), up to here, and
+    /// how many bytes of them.
     zeroing_to: u64,
+    zeroing_len: u64,
+    /// Zeros written ahead in the background: `(up to, entries not yet completed,
+    /// bytes written)`.
+    ahead: Option<(u64, u32, u64)>,
+    /// A failed background zero write: fails the next flush.
+    ahead_error: Option<io::Error>,
     /// The blocks of the flush in flight (or of the last one): its first block starts
     /// with the partial block the flush before ended in.
     stage: AlignedBuf,
@@ -283,9 +300,12 @@ impl UringFile {
             inflight: None,
             outstanding: 0,
             error: None,
-            zeros: vec![0u8; ZERO_AHEAD_BYTES],
+            zeros: AlignedBuf::new(ZERO_AHEAD_BYTES),
             zeroed_to: 0,
             zeroing_to: 0,
+            zeroing_len: 0,
+            ahead: None,
+            ahead_error: None,
             stage: AlignedBuf::new(64 << 10),
             staged: 0,
             stage_at: 0,
@@ -350,17 +370,43 @@ impl UringFile {
         let mut reaped = 0;
         for cqe in self.ring.completion() {
             reaped += 1;
+            let result = cqe.result();
+            let tag = cqe.user_data();
+            if matches!(tag, TAG_AHEAD_ZEROS | TAG_AHEAD_SYNC) {
+                let (to, left, len) = self.ahead.as_mut().expect("zeros ahead in flight");
+                *left -= 1;
+                let failed = if result < 0 {
+                    Some(io::Error::from_raw_os_error(-result))
+                } else if tag == TAG_AHEAD_ZEROS && result as u64 != *len {
+                    Some(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        format!("short write of zeros ({result} of {len} bytes)"),
+                    ))
+                } else {
+                    None
+                };
+                if let Some(e) = failed {
+                    self.ahead_error.get_or_insert(e);
+                }
+                if *left == 0 {
+                    let to = *to;
+                    self.ahead = None;
+                    if self.ahead_error.is_none() {
+                        self.zeroed_to = self.zeroed_to.max(to);
+                    }
+                }
+                continue;
+            }
             assert!(self.outstanding > 0, "completion without a submission");
             self.outstanding -= 1;
-            let result = cqe.result();
-            let failed = match cqe.user_data() {
+            let failed = match tag {
                 TAG_WRITE if result >= 0 && result as usize != self.write_len => {
                     Some(io::Error::new(
                         io::ErrorKind::WriteZero,
                         format!("short write ({result} of {} bytes)", self.write_len),
                     ))
                 }
-                TAG_ZEROS if result >= 0 && (result as u64) != self.zeroing_to - self.zeroed_to => {
+                TAG_ZEROS if result >= 0 && (result as u64) != self.zeroing_len => {
                     Some(io::Error::new(
                         io::ErrorKind::WriteZero,
                         format!("short write of zeros ({result} bytes)"),
@@ -378,12 +424,27 @@ impl UringFile {
         reaped
     }
 
+    /// A write of zeros `[from, to)`: direct when records are, else through the page
+    /// cache (an extending direct write runs on an io_uring worker).
+    fn zero_write(&mut self, from: u64, to: u64, tag: u64) -> squeue::Entry {
+        let len = (to - from) as usize;
+        if self.zeros.cap < len {
+            self.zeros = AlignedBuf::new(len);
+        }
+        let fd = self.direct.as_ref().unwrap_or(&self.file).as_raw_fd();
+        opcode::Write::new(types::Fd(fd), self.zeros.bytes().as_ptr(), len as u32)
+            .offset(from)
+            .build()
+            .flags(squeue::Flags::IO_LINK | squeue::Flags::ASYNC)
+            .user_data(tag)
+    }
+
     fn finish(&mut self) -> Option<Flushed> {
         if self.outstanding > 0 {
             return None;
         }
         let bytes = self.inflight.take()?;
-        let result = match self.error.take() {
+        let result = match self.error.take().or_else(|| self.ahead_error.take()) {
             Some(e) => Err(io::Error::new(
                 e.kind(),
                 format!("{}: {e}", self.path.display()),
@@ -405,31 +466,23 @@ impl LogFile for UringFile {
         assert!(len <= u32::MAX as usize, "batch too large");
         self.write_len = len;
         let end = self.stage_at + len as u64;
-        // Zeros ahead first (through the page cache, synced), so that the records
-        // overwrite blocks inside the file.
-        let extend = end > self.zeroed_to;
-        let mut entries = Vec::with_capacity(4);
+        let mut entries = Vec::with_capacity(6);
+        let ahead_to = self.ahead.map_or(self.zeroed_to, |a| a.0);
+        // Past the zeros in flight: write more first, linked before the records.
+        let extend = end > ahead_to;
         if extend {
             self.zeroing_to = end + ZERO_AHEAD_BYTES as u64;
-            let zeros = (self.zeroing_to - self.zeroed_to) as usize;
-            if self.zeros.len() < zeros {
-                self.zeros = vec![0u8; zeros];
-            }
-            let fd = types::Fd(self.file.as_raw_fd());
+            self.zeroing_len = self.zeroing_to - ahead_to;
+            entries.push(self.zero_write(ahead_to, self.zeroing_to, TAG_ZEROS));
             entries.push(
-                opcode::Write::new(fd, self.zeros.as_ptr(), zeros as u32)
-                    .offset(self.zeroed_to)
-                    .build()
-                    .flags(squeue::Flags::IO_LINK | squeue::Flags::ASYNC)
-                    .user_data(TAG_ZEROS),
-            );
-            entries.push(
-                opcode::Fsync::new(fd)
+                opcode::Fsync::new(types::Fd(self.file.as_raw_fd()))
                     .flags(types::FsyncFlags::DATASYNC)
                     .build()
                     .flags(squeue::Flags::IO_LINK)
                     .user_data(TAG_SYNC),
             );
+        } else {
+            self.zeroing_to = self.zeroed_to;
         }
         let stage = self.stage.bytes().as_ptr();
         match &self.direct {
@@ -459,15 +512,38 @@ impl LogFile for UringFile {
                     .user_data(TAG_WRITE),
             ),
         }
+        if end > self.zeroed_to && self.ahead.is_some() {
+            // The records (or the zeros linked before them) land in or after zeros
+            // still in flight: start once those are synced.
+            entries[0] = entries[0].clone().flags(squeue::Flags::IO_DRAIN);
+        }
+        let data_entries = entries.len() as u32;
+        if self.ahead.is_none() && !extend && self.zeroed_to - end < ZERO_AHEAD_BYTES as u64 / 2 {
+            // Less than half the zeros left: write the next stretch in the background.
+            let (from, to) = (self.zeroed_to, self.zeroed_to + ZERO_AHEAD_BYTES as u64);
+            entries.push(self.zero_write(from, to, TAG_AHEAD_ZEROS));
+            entries.push(
+                opcode::Fsync::new(types::Fd(self.file.as_raw_fd()))
+                    .flags(types::FsyncFlags::DATASYNC)
+                    .build()
+                    .user_data(TAG_AHEAD_SYNC),
+            );
+            self.ahead = Some((to, 2, to - from));
+        }
         self.error = None;
         // SAFETY: the buffers (`stage`, `zeros`) stay alive and unchanged until every
-        // entry completed: no new flush starts before, and Drop waits.
+        // entry completed: no new flush starts before, the zeros are never written,
+        // and Drop waits.
         let pushed = unsafe { self.ring.submission().push_multiple(&entries).is_ok() };
-        assert!(pushed, "the ring has room for one flush");
+        assert!(
+            pushed,
+            "the ring has room for one flush and the zeros ahead"
+        );
         self.inflight = Some(bytes);
-        self.outstanding = entries.len() as u32;
+        self.outstanding = data_entries;
         if let Err(e) = self.ring.submit() {
             self.outstanding = 0;
+            self.ahead = None;
             self.error = Some(e);
         }
     }
@@ -516,14 +592,20 @@ impl LogFile for UringFile {
 
 impl Drop for UringFile {
     fn drop(&mut self) {
-        // The kernel may still write from the buffer: wait for it before freeing.
+        // The kernel may still write from the buffers: wait for it before freeing.
         let _ = self.wait();
-        if self.outstanding > 0 {
+        while self.ahead.is_some() && self.outstanding == 0 {
+            if self.ring.submit_and_wait(1).is_err() {
+                break;
+            }
+            self.reap();
+        }
+        if self.outstanding > 0 || self.ahead.is_some() {
             // The ring could not be waited on: leak the buffers rather than free memory
             // the kernel may still read.
             std::mem::forget(self.inflight.take());
             std::mem::forget(std::mem::replace(&mut self.stage, AlignedBuf::new(0)));
-            std::mem::forget(std::mem::take(&mut self.zeros));
+            std::mem::forget(std::mem::replace(&mut self.zeros, AlignedBuf::new(0)));
         }
     }
 }
