@@ -74,6 +74,24 @@ impl RealDir {
     }
 }
 
+/// Read a whole log segment or snapshot. Segments are written past the page cache,
+/// so recovery reads them from the disk: ask the kernel to read the file ahead in
+/// full and sequentially first (log replay of 250 000 1 KiB rows: 4.2 -> 2.7-3.5 s
+/// per GiB, `tabos-bench durability`).
+pub fn read_whole(path: &Path) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut file = File::open(path)?;
+    let len = file.metadata()?.len();
+    // SAFETY: plain advice on an open descriptor; failure only loses the hint.
+    unsafe {
+        libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL);
+        libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_WILLNEED);
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
 /// `fsync` a directory so entries created or renamed in it survive a power loss.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()

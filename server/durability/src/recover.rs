@@ -117,7 +117,8 @@ pub fn recover(
     // know whether any valid record follows it, in later segments too.
     let mut files = Vec::with_capacity(listing.segments.len());
     for (first, path) in &listing.segments {
-        let bytes = std::fs::read(path).map_err(|e| Corrupt::new(path, 0, format!("read: {e}")))?;
+        let bytes = crate::disk::read_whole(path)
+            .map_err(|e| Corrupt::new(path, 0, format!("read: {e}")))?;
         files.push((*first, path.clone(), bytes));
     }
     let mut prev_lsn: Option<u64> = None;

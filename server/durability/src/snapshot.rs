@@ -88,7 +88,8 @@ pub fn prune(dir: &Path, lsn: u64) -> io::Result<()> {
 /// Read and check the snapshot at `path`: any mismatch is an error naming the file
 /// and the offset, never a silent skip.
 pub fn read(path: &Path) -> Result<Snapshot, Corrupt> {
-    let bytes = std::fs::read(path).map_err(|e| Corrupt::new(path, 0, format!("read: {e}")))?;
+    let bytes =
+        crate::disk::read_whole(path).map_err(|e| Corrupt::new(path, 0, format!("read: {e}")))?;
     let bad = |offset: usize, what: &str| {
         Corrupt::new(path, offset as u64, format!("corrupt snapshot: {what}"))
     };
