@@ -27,8 +27,10 @@ pub struct DurabilityConfig {
     /// takes a disk round trip, so `sync` throughput is at most this many calls per
     /// fdatasync.
     pub depth: usize,
-    /// Timed seconds of each workload in each mode (after an untimed tenth).
+    /// Timed seconds of each workload in each mode and round (after an untimed tenth).
     pub per_run: Duration,
+    /// Rounds of all modes in turn; each throughput reported is the median round.
+    pub rounds: usize,
     /// Key-value rows loaded for the snapshot and recovery figures.
     pub state_rows: u64,
     /// Bytes of each such row's value.
@@ -40,6 +42,7 @@ impl DurabilityConfig {
         DurabilityConfig {
             depth: 256,
             per_run: Duration::from_millis(300),
+            rounds: 1,
             state_rows: 10_000,
             row_bytes: 1024,
         }
@@ -48,7 +51,8 @@ impl DurabilityConfig {
     pub fn full() -> DurabilityConfig {
         DurabilityConfig {
             depth: 16_384,
-            per_run: Duration::from_secs(3),
+            per_run: Duration::from_secs(2),
+            rounds: 3,
             state_rows: 250_000,
             row_bytes: 1024,
         }
@@ -182,61 +186,38 @@ pub fn run(settings: &Settings, config: &DurabilityConfig) -> Result<Vec<Record>
         None => default_binary()?,
     };
     pin_or_warn(settings.client_core, "the benchmark client");
+    // The modes take turns, round after round, and each figure is the median round:
+    // a machine whose speed drifts during the run then moves every mode alike.
+    let mut rounds: HashMap<(&str, &str), Vec<(f64, Latencies)>> = HashMap::new();
+    for round in 0..config.rounds {
+        for mode in MODES {
+            eprintln!(
+                "tabos-bench: durability {mode} (round {} of {})",
+                round + 1,
+                config.rounds
+            );
+            for (name, lat, calls_per_s) in run_mode(&binary, settings, config, mode)? {
+                eprintln!("  {name}: {calls_per_s:.0} calls/s");
+                rounds
+                    .entry((name, mode))
+                    .or_default()
+                    .push((calls_per_s, lat));
+            }
+        }
+    }
     let mut records = Vec::new();
     for mode in MODES {
-        eprintln!("tabos-bench: durability {mode}");
-        let server = Tabosd::start_with(&binary, &layout(settings, mode, &[]))?;
-        let mut client = Client::connect(server.socket()).map_err(client_error)?;
-        for w in 0..16u64 {
-            client
-                .call(
-                    tabos_procs::sched::ids::WORKER_ADD,
-                    0,
-                    &worker_add_args(w + 1, 65_536, 1),
-                )
-                .map_err(client_error)?;
-        }
-        let value = vec![7u8; 64];
-        let workloads: [(&str, Workload); 3] = [
-            (
-                "kv-put",
-                Box::new(move |i| {
-                    let key = (i % 100_000).to_le_bytes();
-                    vec![(ids::KV_PUT, 0, kv_args(&key, &value))]
-                }),
-            ),
-            (
-                "sched-fifo",
-                Box::new(|i| {
-                    let task = 1_000_000 + i;
-                    vec![
-                        (
-                            tabos_procs::sched::ids::SCHEDULE_FIFO,
-                            0,
-                            schedule_args(task, i),
-                        ),
-                        (
-                            tabos_procs::sched::ids::COMPLETE_TASK,
-                            0,
-                            complete_args(task, i),
-                        ),
-                    ]
-                }),
-            ),
-            (
-                "ipc-send-recv",
-                Box::new(|i| {
-                    let to = 1 + i % 64;
-                    vec![
-                        (tabos_procs::ipc::ids::SEND, 0, send_args(9, to, &[1u8; 64])),
-                        (tabos_procs::ipc::ids::RECV, 0, recv_args(to, 0)),
-                    ]
-                }),
-            ),
-        ];
-        for (name, mut next) in workloads {
-            let (lat, calls_per_s) =
-                closed_loop(&mut client, config.depth, config.per_run, &mut *next)?;
+        for name in WORKLOADS {
+            let Some(mut runs) = rounds.remove(&(name, mode)) else {
+                continue;
+            };
+            runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let per_round: Vec<f64> = runs.iter().map(|r| r.0.round()).collect();
+            let median = runs[runs.len() / 2].0;
+            let mut lat = Latencies::new();
+            for (_, l) in &runs {
+                lat.merge(l);
+            }
             let record = Record::from_latencies(
                 &format!("durability-{name}"),
                 &format!("tabos-{mode}"),
@@ -244,22 +225,93 @@ pub fn run(settings: &Settings, config: &DurabilityConfig) -> Result<Vec<Record>
                     ("durability", json!(mode)),
                     ("depth", json!(config.depth)),
                     ("seconds", json!(config.per_run.as_secs_f64())),
+                    ("rounds", json!(config.rounds)),
+                    ("round_calls_per_s", json!(per_round)),
                     (
                         "unit",
-                        json!("procedure calls (sched and ipc: two per operation)"),
+                        json!("procedure calls (sched and ipc: two per operation); ops_per_s is the median round, latencies of all rounds"),
                     ),
                 ]),
                 &lat,
-                Some(calls_per_s),
+                Some(median),
             );
             progress(&record);
             records.push(record);
         }
-        drop(client);
-        server.stop()?;
     }
     records.extend(snapshot_and_recovery(settings, config, &binary)?);
     Ok(records)
+}
+
+/// The workloads, in report order.
+const WORKLOADS: [&str; 3] = ["kv-put", "sched-fifo", "ipc-send-recv"];
+
+/// Start a tabosd in `mode` and run every workload on it: `(workload, latencies,
+/// calls per second)`.
+fn run_mode(
+    binary: &std::path::Path,
+    settings: &Settings,
+    config: &DurabilityConfig,
+    mode: &str,
+) -> Result<Vec<(&'static str, Latencies, f64)>, Error> {
+    let server = Tabosd::start_with(binary, &layout(settings, mode, &[]))?;
+    let mut client = Client::connect(server.socket()).map_err(client_error)?;
+    for w in 0..16u64 {
+        client
+            .call(
+                tabos_procs::sched::ids::WORKER_ADD,
+                0,
+                &worker_add_args(w + 1, 65_536, 1),
+            )
+            .map_err(client_error)?;
+    }
+    let value = vec![7u8; 64];
+    let workloads: [(&'static str, Workload); 3] = [
+        (
+            WORKLOADS[0],
+            Box::new(move |i| {
+                let key = (i % 100_000).to_le_bytes();
+                vec![(ids::KV_PUT, 0, kv_args(&key, &value))]
+            }),
+        ),
+        (
+            WORKLOADS[1],
+            Box::new(|i| {
+                let task = 1_000_000 + i;
+                vec![
+                    (
+                        tabos_procs::sched::ids::SCHEDULE_FIFO,
+                        0,
+                        schedule_args(task, i),
+                    ),
+                    (
+                        tabos_procs::sched::ids::COMPLETE_TASK,
+                        0,
+                        complete_args(task, i),
+                    ),
+                ]
+            }),
+        ),
+        (
+            WORKLOADS[2],
+            Box::new(|i| {
+                let to = 1 + i % 64;
+                vec![
+                    (tabos_procs::ipc::ids::SEND, 0, send_args(9, to, &[1u8; 64])),
+                    (tabos_procs::ipc::ids::RECV, 0, recv_args(to, 0)),
+                ]
+            }),
+        ),
+    ];
+    let mut out = Vec::new();
+    for (name, mut next) in workloads {
+        let (lat, calls_per_s) =
+            closed_loop(&mut client, config.depth, config.per_run, &mut *next)?;
+        out.push((name, lat, calls_per_s));
+    }
+    drop(client);
+    server.stop()?;
+    Ok(out)
 }
 
 /// Load `state_rows` rows (sync, no automatic snapshot), restart (log replay), take a
@@ -359,7 +411,7 @@ fn snapshot_and_recovery(
 /// Lines comparing each mode's throughput with `off`'s.
 pub fn summary(records: &[Record]) -> Vec<String> {
     let mut lines = Vec::new();
-    for name in ["kv-put", "sched-fifo", "ipc-send-recv"] {
+    for name in WORKLOADS {
         let workload = format!("durability-{name}");
         let ops = |mode: &str| {
             records

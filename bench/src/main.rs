@@ -127,11 +127,11 @@ enum Workload {
     Sql(SqlArgs),
 
     /// Durability modes (issue 6): kv puts, scheduler FIFO and IPC send/recv with many
-    /// calls in flight against tabosd with --durability off, async and sync in the same
-    /// run (throughput, p50/p99 per call); then the snapshot pause of a loaded
-    /// partition and recovery time per GiB, by log replay and from a snapshot. The log
-    /// goes to a fresh data dir under the benchmark's temporary directory. Full run:
-    /// about 40 s; --quick: a few seconds.
+    /// calls in flight against tabosd with --durability off, async and sync taking turns
+    /// for three rounds in the same run (median round's throughput, p50/p99 per call);
+    /// then the snapshot pause of a loaded partition and recovery time per GiB, by log
+    /// replay and from a snapshot. The log goes to a fresh data dir under the
+    /// benchmark's temporary directory. Full run: about 75 s; --quick: a few seconds.
     Durability(DurabilityArgs),
 
     /// Every workload in turn (invoke, sched, ipc, fs, sql, durability, pfs) with default settings,
@@ -208,10 +208,16 @@ struct DurabilityArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=65536))]
     depth: Option<u64>,
 
-    /// Seconds of each workload in each mode (after an untimed tenth). Default: 3
-    /// (--quick: 0.3).
+    /// Seconds of each workload in each mode and round (after an untimed tenth).
+    /// Default: 2 (--quick: 0.3).
     #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
     seconds_per_run: Option<f64>,
+
+    /// Rounds of off, async and sync in turn; each throughput reported is the median
+    /// round (a machine whose speed drifts moves every mode alike). Default: 3
+    /// (--quick: 1).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=99))]
+    rounds: Option<u64>,
 
     /// Key-value rows (1 KiB each) loaded for the snapshot and recovery figures.
     /// Default: 250000 (--quick: 10000).
@@ -231,6 +237,9 @@ impl DurabilityArgs {
         }
         if let Some(s) = self.seconds_per_run {
             config.per_run = Duration::from_secs_f64(s);
+        }
+        if let Some(n) = self.rounds {
+            config.rounds = n as usize;
         }
         if let Some(n) = self.state_rows {
             config.state_rows = n;
