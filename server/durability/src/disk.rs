@@ -2,14 +2,16 @@
 //! fault-injecting disk ([`crate::fault::FaultyDisk`]) in its place.
 //!
 //! A [`LogFile`] has at most one flush in flight: a write of a batch at an offset
-//! followed by `fdatasync`. On Linux the real file submits both to its own io_uring
-//! (write linked to fdatasync) and the partition polls the completion without blocking.
+//! followed by `fdatasync`. On Linux the real file ([`UringFile`]) submits both to its
+//! own io_uring (records written with direct I/O, fdatasync linked after) and the
+//! partition polls the completion without blocking, or blocks on it when it has
+//! nothing else to do ([`LogFile::wait_ready`]).
 //!
-//! A real segment is kept [`ZERO_AHEAD_BYTES`] of zeros ahead of its last record: a
-//! flush that would pass that point also writes the next stretch of zeros. Most
-//! flushes then overwrite bytes inside the file, and their `fdatasync` has no file
-//! size to journal (measured here: 2-4x the `sync` throughput of appending). Recovery
-//! reads a zero remainder as the clean end of a segment.
+//! A real segment is kept [`ZERO_AHEAD_BYTES`] of zeros ahead of its last record,
+//! written in the background before the records reach them. Flushes then overwrite
+//! blocks inside the file, and their `fdatasync` has no file size to journal
+//! (measured here: 2-4x the `sync` throughput of appending). Recovery reads a zero
+//! remainder as the clean end of a segment.
 
 use io_uring::{opcode, squeue, types, IoUring};
 use std::fs::{File, OpenOptions};
