@@ -184,7 +184,9 @@ impl PartitionDb {
         let version: u32 = r.get("image version")?;
         if version != IMAGE_VERSION {
             return Err(format!(
-                "image version {version}, this build reads {IMAGE_VERSION}"
+                "image version {version}, this build reads {IMAGE_VERSION}: the snapshot was \
+                 written by another tabosd version; start that version on this data dir, or \
+                 this one on a fresh --data-dir"
             ));
         }
         r.table(&mut self.kv)?;
@@ -287,5 +289,31 @@ mod tests {
         assert_eq!(copied, image, "a copy encodes as the table does");
         let mut again = PartitionDb::new(DbLimits::default(), 0, 2, &[0, 0]);
         assert!(again.read_image(&image[..image.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn the_replicated_write_count_travels_in_the_image_and_the_digests() {
+        let mut db = PartitionDb::new(DbLimits::default(), 0, 2, &[0, 0]);
+        let (digest, replicated) = (db.digest(), db.replicated_digest());
+        db.replicated_writes = 7;
+        assert_ne!(db.digest(), digest);
+        assert_ne!(db.replicated_digest(), replicated);
+        let mut image = Vec::new();
+        db.write_image(&mut image);
+        let mut fresh = PartitionDb::new(DbLimits::default(), 0, 2, &[0, 0]);
+        fresh.read_image(&image).unwrap();
+        assert_eq!(fresh.replicated_writes, 7);
+    }
+
+    #[test]
+    fn an_image_of_another_version_is_refused_saying_what_to_do() {
+        let db = PartitionDb::new(DbLimits::default(), 0, 2, &[0, 0]);
+        let mut image = Vec::new();
+        db.write_image(&mut image);
+        image[..4].copy_from_slice(&1u32.to_le_bytes());
+        let mut fresh = PartitionDb::new(DbLimits::default(), 0, 2, &[0, 0]);
+        let err = fresh.read_image(&image).unwrap_err();
+        assert!(err.contains("image version 1, this build reads 2"), "{err}");
+        assert!(err.contains("fresh --data-dir"), "{err}");
     }
 }
