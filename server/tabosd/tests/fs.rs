@@ -9,7 +9,6 @@ mod common;
 use common::{within, Daemon, HANG_TIMEOUT};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use tabos_client::{ids, Client, Error, Status};
 use tabos_procs::fs::wire::args;
@@ -319,23 +318,8 @@ fn concurrent_clients_in_their_own_directories() {
     assert_eq!(client.fs().du("/", 0).unwrap().file_count, 0);
 }
 
-/// The `tabos` binary, built now if needed (cargo does nothing when it is fresh).
-fn tabos_exe() -> PathBuf {
-    let exe = common::tabosd_exe()
-        .parent()
-        .expect("tabosd's directory")
-        .join("tabos");
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--quiet", "-p", "tabos-client", "--bin", "tabos"])
-        .status()
-        .expect("run cargo build");
-    assert!(status.success(), "cargo build -p tabos-client failed");
-    assert!(exe.exists(), "no tabos binary at {}", exe.display());
-    exe
-}
-
-fn tabos(exe: &PathBuf, daemon: &Daemon, args: &[&str]) -> Output {
-    let child = Command::new(exe)
+fn tabos(daemon: &Daemon, args: &[&str]) -> Output {
+    let child = Command::new(common::tabos_cli())
         .args(args)
         .env("TABOS_CONNECT", daemon.socket())
         .stdin(Stdio::null())
@@ -370,7 +354,6 @@ fn fails_with(output: &Output, what: &str, message: &str) {
 
 #[test]
 fn the_command_line_puts_gets_lists_and_reports_errors() {
-    let exe = tabos_exe();
     let daemon = Daemon::start("fs-cli", &[]);
     let dir = daemon.dir().to_path_buf();
     let local = dir.join("local.bin");
@@ -380,11 +363,11 @@ fn the_command_line_puts_gets_lists_and_reports_errors() {
     let local_s = local.to_str().unwrap();
     let back = dir.join("back.bin");
     let back_s = back.to_str().unwrap();
-    let run = |args: &[&str]| tabos(&exe, &daemon, args);
+    let run = |args: &[&str]| tabos(&daemon, args);
     let alice = |args: &[&str]| {
         let mut all = vec!["--as", "alice", "fs"];
         all.extend_from_slice(args);
-        tabos(&exe, &daemon, &all)
+        tabos(&daemon, &all)
     };
 
     ok(&run(&["fs", "useradd", "alice"]), "useradd");
@@ -468,7 +451,7 @@ fn the_command_line_puts_gets_lists_and_reports_errors() {
         "useradd as alice",
         "permission denied",
     );
-    let non_utf8 = Command::new(&exe)
+    let non_utf8 = Command::new(common::tabos_cli())
         .arg("--as")
         .arg("alice")
         .args(["fs", "stat"])

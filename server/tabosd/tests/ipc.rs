@@ -9,9 +9,7 @@ use common::{within, Daemon, HANG_TIMEOUT};
 use rand::{Rng, SeedableRng};
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::Duration;
 use tabos_client::{ids, Client, Error, Status};
 use tabos_procs::builtin::kv_args;
@@ -255,30 +253,9 @@ fn concurrent_senders_keep_their_own_order() {
     assert_eq!(next.values().sum::<u64>(), SENDERS * PER_SENDER);
 }
 
-/// The `tabos` command line next to the tabosd under test. Built (once per run) with
-/// `cargo build`, a no-op when it is up to date, so a stale binary is never tested.
-fn tabos_exe() -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let dir = common::tabosd_exe()
-                .parent()
-                .expect("tabosd's directory")
-                .to_path_buf();
-            let status = Command::new(env!("CARGO"))
-                .args(["build", "-p", "tabos-client", "--bin", "tabos"])
-                .status()
-                .expect("run cargo build");
-            assert!(status.success(), "cargo build -p tabos-client failed");
-            let exe = dir.join("tabos");
-            assert!(exe.exists(), "no tabos binary at {}", exe.display());
-            exe
-        })
-        .clone()
-}
-
+/// Run `tabos ARGS...` against `daemon`, with `stdin` as its input.
 fn tabos(daemon: &Daemon, args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(tabos_exe())
+    let mut child = Command::new(common::tabos_cli())
         .args(args)
         .env("TABOS_CONNECT", daemon.socket())
         .stdin(Stdio::piped())

@@ -8,7 +8,7 @@
 mod common;
 
 use common::{
-    child_output, send_signal, start_on_data_dir, tabos_cli, tabosd_exe, wait_exit, TestDir,
+    child_output, run_tabos, send_signal, start_on_data_dir, tabosd_exe, wait_exit, TestDir,
     HANG_TIMEOUT,
 };
 use std::path::Path;
@@ -19,19 +19,6 @@ fn stop(mut child: Child) {
     send_signal(child.id(), "TERM");
     let status = wait_exit(&mut child, HANG_TIMEOUT).expect("tabosd stops");
     assert!(status.success(), "tabosd exited with {status}");
-}
-
-fn tabos(socket: &Path, args: &[&str]) -> Output {
-    let child = Command::new(tabos_cli())
-        .arg("--connect")
-        .arg(socket)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run tabos");
-    child_output(child, HANG_TIMEOUT)
 }
 
 fn text(o: &Output) -> String {
@@ -108,7 +95,7 @@ fn writes_survive_restarts_snapshots_truncate_and_corruption_is_named() {
     }
     drop(client);
     // A snapshot on demand; the log before it goes.
-    let out = tabos(&socket, &["admin", "snapshot"]);
+    let out = run_tabos(&socket, &["admin", "snapshot"]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(
         text(&out).matches("snapshot at lsn").count(),
@@ -126,7 +113,7 @@ fn writes_survive_restarts_snapshots_truncate_and_corruption_is_named() {
             "p{p}: old segments kept: {listing:?}"
         );
     }
-    let out = tabos(&socket, &["admin", "verify", data.to_str().unwrap()]);
+    let out = run_tabos(&socket, &["admin", "verify", data.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));
     // Restart from the snapshot, write more, then tear the log's last record.
     let child = start_on_data_dir(&socket, &data, &log, &[]);
@@ -161,7 +148,7 @@ fn writes_survive_restarts_snapshots_truncate_and_corruption_is_named() {
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x40;
     std::fs::write(&snap, &bytes).unwrap();
-    let out = tabos(&socket, &["admin", "verify", data.to_str().unwrap()]);
+    let out = run_tabos(&socket, &["admin", "verify", data.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let name = snap.file_name().unwrap().to_str().unwrap();
     assert!(

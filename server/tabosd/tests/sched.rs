@@ -5,10 +5,9 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
 
-use common::{child_output, within, Daemon, HANG_TIMEOUT};
+use common::{within, Daemon, HANG_TIMEOUT};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tabos_client::{Client, Error, Status};
@@ -240,59 +239,9 @@ fn client_thread(socket: &Path, seed: u64, ops: usize) -> u64 {
     mine.len() as u64
 }
 
-/// The `tabos` binary next to the tabosd under test. `cargo build` runs every time: it
-/// is quick when nothing changed, and a stale binary would test old code.
-fn tabos_exe() -> PathBuf {
-    let tabosd = common::tabosd_exe();
-    let profile_dir = tabosd.parent().expect("tabosd has a directory");
-    let exe = profile_dir.join("tabos");
-    let target_dir = profile_dir.parent().expect("a target directory");
-    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-        Some("debug") | None => "dev",
-        Some(name) => name,
-    };
-    let build = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "-p",
-            "tabos-client",
-            "--bin",
-            "tabos",
-            "--profile",
-            profile,
-        ])
-        .arg("--target-dir")
-        .arg(target_dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run cargo build");
-    common::assert_child_ok(
-        "cargo build -p tabos-client",
-        &child_output(build, HANG_TIMEOUT * 5),
-    );
-    assert!(exe.exists(), "cargo built no {}", exe.display());
-    exe
-}
-
-/// Run `tabos --connect SOCKET args...`.
-fn tabos(exe: &Path, socket: &Path, args: &[&str]) -> Output {
-    let child = Command::new(exe)
-        .arg("--connect")
-        .arg(socket)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run tabos");
-    child_output(child, HANG_TIMEOUT)
-}
-
 /// Run the CLI, expecting exit `code`; returns stdout and stderr together.
-fn tabos_expect(exe: &Path, socket: &Path, args: &[&str], code: i32) -> String {
-    let out = tabos(exe, socket, args);
+fn tabos_expect(socket: &Path, args: &[&str], code: i32) -> String {
+    let out = common::run_tabos(socket, args);
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -304,11 +253,9 @@ fn tabos_expect(exe: &Path, socket: &Path, args: &[&str], code: i32) -> String {
 
 #[test]
 fn the_command_line_drives_the_scheduler() {
-    let exe = tabos_exe();
     let daemon = Daemon::start("sched-cli", &[]);
     let s = daemon.socket();
     let out = tabos_expect(
-        &exe,
         s,
         &["sched", "worker", "add", "--id", "3", "--capacity", "1"],
         0,
@@ -317,10 +264,10 @@ fn the_command_line_drives_the_scheduler() {
         out.contains("worker 3 added on partition 1 with capacity 1"),
         "{out}"
     );
-    let out = tabos_expect(&exe, s, &["sched", "submit", "--policy", "fifo"], 0);
+    let out = tabos_expect(s, &["sched", "submit", "--policy", "fifo"], 0);
     assert!(out.contains("assigned to worker 3 on partition 1"), "{out}");
     let task: u64 = out.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let out = tabos_expect(&exe, s, &["sched", "submit", "--policy", "least-loaded"], 1);
+    let out = tabos_expect(s, &["sched", "submit", "--policy", "least-loaded"], 1);
     assert!(
         out.contains("no worker has capacity on any partition"),
         "{out}"
@@ -328,11 +275,11 @@ fn the_command_line_drives_the_scheduler() {
     let args = [
         "sched", "submit", "--policy", "locality", "--home", "1", "--id", "77",
     ];
-    let out = tabos_expect(&exe, s, &args, 0);
+    let out = tabos_expect(s, &args, 0);
     assert!(out.contains("task 77 queued on partition 1"), "{out}");
-    tabos_expect(&exe, s, &["sched", "submit", "--policy", "locality"], 2);
+    tabos_expect(s, &["sched", "submit", "--policy", "locality"], 2);
 
-    let out = tabos_expect(&exe, s, &["sched", "ls"], 0);
+    let out = tabos_expect(s, &["sched", "ls"], 0);
     assert!(out.contains("capacity"), "{out}");
     assert!(
         out.lines()
@@ -345,19 +292,19 @@ fn the_command_line_drives_the_scheduler() {
         "{out}"
     );
 
-    let out = tabos_expect(&exe, s, &["sched", "worker", "rm", "--id", "3"], 1);
+    let out = tabos_expect(s, &["sched", "worker", "rm", "--id", "3"], 1);
     assert!(out.contains("still runs tasks"), "{out}");
-    let out = tabos_expect(&exe, s, &["sched", "complete", &task.to_string()], 0);
+    let out = tabos_expect(s, &["sched", "complete", &task.to_string()], 0);
     assert!(out.contains("worker 3 now runs queued task 77"), "{out}");
-    let out = tabos_expect(&exe, s, &["sched", "complete", "77", "--partition", "1"], 0);
+    let out = tabos_expect(s, &["sched", "complete", "77", "--partition", "1"], 0);
     assert!(
         out.contains("task 77 completed on partition 1; worker 3 freed"),
         "{out}"
     );
-    let out = tabos_expect(&exe, s, &["sched", "complete", "77"], 1);
+    let out = tabos_expect(s, &["sched", "complete", "77"], 1);
     assert!(out.contains("no task 77 on any partition"), "{out}");
-    let out = tabos_expect(&exe, s, &["sched", "worker", "rm", "--id", "3"], 0);
+    let out = tabos_expect(s, &["sched", "worker", "rm", "--id", "3"], 0);
     assert!(out.contains("worker 3 removed from partition 1"), "{out}");
-    let out = tabos_expect(&exe, s, &["sched", "worker", "rm", "--id", "3"], 1);
+    let out = tabos_expect(s, &["sched", "worker", "rm", "--id", "3"], 1);
     assert!(out.contains("no worker 3 on partition 1"), "{out}");
 }

@@ -487,25 +487,45 @@ pub fn start_on_data_dir(socket: &Path, data: &Path, log: &Path, extra: &[&str])
 }
 
 /// The `tabos` command line next to the tabosd under test. Built (once per run) with
-/// `cargo build`, a no-op when it is up to date, so a stale binary is never tested.
+/// `cargo build` in tabosd's profile and target directory (a no-op when it is up to
+/// date), so a stale binary, or one of another profile, is never tested.
 pub fn tabos_cli() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BUILT
         .get_or_init(|| {
-            let dir = tabosd_exe()
-                .parent()
-                .expect("tabosd's directory")
-                .to_path_buf();
-            let status = Command::new(env!("CARGO"))
-                .args(["build", "-p", "tabos-client", "--bin", "tabos"])
-                .status()
+            let tabosd = tabosd_exe();
+            let profile_dir = tabosd.parent().expect("tabosd has a directory");
+            let target_dir = profile_dir.parent().expect("a target directory");
+            let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+                Some("debug") | None => "dev",
+                Some(name) => name,
+            };
+            let build = Command::new(env!("CARGO"))
+                .args(["build", "--quiet", "-p", "tabos-client", "--bin", "tabos"])
+                .args(["--profile", profile])
+                .arg("--target-dir")
+                .arg(target_dir)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
                 .expect("run cargo build");
-            assert!(status.success(), "cargo build -p tabos-client failed");
-            let exe = dir.join("tabos");
-            assert!(exe.exists(), "no tabos binary at {}", exe.display());
+            assert_child_ok(
+                "cargo build -p tabos-client",
+                &child_output(build, HANG_TIMEOUT * 5),
+            );
+            let exe = profile_dir.join("tabos");
+            assert!(exe.exists(), "cargo built no {}", exe.display());
             exe
         })
         .clone()
+}
+
+/// Run `tabos --connect SOCKET ARGS...` with stdin closed.
+pub fn run_tabos(socket: &Path, args: &[&str]) -> Output {
+    let mut command = Command::new(tabos_cli());
+    command.arg("--connect").arg(socket).args(args);
+    run_output(command)
 }
 
 /// Run `command` with stdin closed and collect its output; fails after
