@@ -353,11 +353,6 @@ impl UringFile {
         }
     }
 
-    /// Whether records bypass the page cache.
-    pub fn is_direct(&self) -> bool {
-        self.direct.is_some()
-    }
-
     /// Put the partial block the last flush ended in, then `bytes`, into `stage`,
     /// which starts at the block that holds `offset`. Returns the bytes to write.
     fn stage(&mut self, offset: u64, bytes: &[u8]) -> usize {
