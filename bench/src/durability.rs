@@ -35,6 +35,10 @@ pub struct DurabilityConfig {
     pub state_rows: u64,
     /// Bytes of each such row's value.
     pub row_bytes: usize,
+    /// The modes measured (a subset of [`MODES`], in report order).
+    pub modes: Vec<&'static str>,
+    /// Whether the snapshot and recovery figures are measured too.
+    pub recovery: bool,
 }
 
 impl DurabilityConfig {
@@ -45,6 +49,8 @@ impl DurabilityConfig {
             rounds: 1,
             state_rows: 10_000,
             row_bytes: 1024,
+            modes: MODES.to_vec(),
+            recovery: true,
         }
     }
 
@@ -55,6 +61,8 @@ impl DurabilityConfig {
             rounds: 3,
             state_rows: 250_000,
             row_bytes: 1024,
+            modes: MODES.to_vec(),
+            recovery: true,
         }
     }
 }
@@ -190,7 +198,7 @@ pub fn run(settings: &Settings, config: &DurabilityConfig) -> Result<Vec<Record>
     // a machine whose speed drifts during the run then moves every mode alike.
     let mut rounds: HashMap<(&str, &str), Vec<(f64, Latencies)>> = HashMap::new();
     for round in 0..config.rounds {
-        for mode in MODES {
+        for &mode in &config.modes {
             eprintln!(
                 "tabos-bench: durability {mode} (round {} of {})",
                 round + 1,
@@ -206,7 +214,7 @@ pub fn run(settings: &Settings, config: &DurabilityConfig) -> Result<Vec<Record>
         }
     }
     let mut records = Vec::new();
-    for mode in MODES {
+    for &mode in &config.modes {
         for name in WORKLOADS {
             let Some(mut runs) = rounds.remove(&(name, mode)) else {
                 continue;
@@ -239,7 +247,9 @@ pub fn run(settings: &Settings, config: &DurabilityConfig) -> Result<Vec<Record>
             records.push(record);
         }
     }
-    records.extend(snapshot_and_recovery(settings, config, &binary)?);
+    if config.recovery {
+        records.extend(snapshot_and_recovery(settings, config, &binary)?);
+    }
     Ok(records)
 }
 

@@ -223,6 +223,15 @@ struct DurabilityArgs {
     /// Default: 250000 (--quick: 10000).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
     state_rows: Option<u64>,
+
+    /// Durability modes to measure, comma-separated, from off, async and sync (the
+    /// ratios need off and the mode). Default: all three.
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = ["off", "async", "sync"])]
+    modes: Option<Vec<String>>,
+
+    /// Skip the snapshot pause and recovery figures (throughput only). Default: off.
+    #[arg(long)]
+    no_recovery: bool,
 }
 
 impl DurabilityArgs {
@@ -244,6 +253,13 @@ impl DurabilityArgs {
         if let Some(n) = self.state_rows {
             config.state_rows = n;
         }
+        if let Some(modes) = &self.modes {
+            config.modes = durability::MODES
+                .into_iter()
+                .filter(|m| modes.iter().any(|x| x == m))
+                .collect();
+        }
+        config.recovery = !self.no_recovery;
         config
     }
 }

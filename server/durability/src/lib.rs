@@ -20,4 +20,4 @@ pub use fault::{FailAfter, FaultyDisk};
 pub use layout::{lock, partition_dir, DirLock, Meta};
 pub use record::Record;
 pub use recover::{recover, verify_data_dir, Corrupt, Mode, Report, TornTail};
-pub use writer::{Failed, FlushPolicy, LogWriter};
+pub use writer::{Failed, FlushPolicy, GroupCommit, LogWriter};

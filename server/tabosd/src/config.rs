@@ -143,6 +143,14 @@ pub struct Config {
     #[arg(long, default_value_t = 10)]
     pub log_flush_ms: u64,
 
+    /// With --durability sync, how long a partition that has more calls queued than it
+    /// runs in one turn may let its next flush gather records, in microseconds (each
+    /// flush costs the partition's core a fixed amount; under load the calls wait in
+    /// the queue anyway). An idle partition flushes at once. 0: flush as soon as the
+    /// previous flush finished.
+    #[arg(long, default_value_t = 500, value_name = "US")]
+    pub group_commit_us: u64,
+
     /// A partition snapshots its state (and deletes the log before it) once this many
     /// MiB of log were written since its last snapshot; 0: only on demand (tabos admin
     /// snapshot).
@@ -249,6 +257,20 @@ pub struct Resolved {
 }
 
 impl Config {
+    /// When the command log is flushed (`--durability sync` or `async`).
+    pub fn flush_policy(&self) -> tabos_durability::FlushPolicy {
+        use tabos_durability::{FlushPolicy, GroupCommit};
+        match self.durability {
+            Durability::Async => {
+                FlushPolicy::Async(std::time::Duration::from_millis(self.log_flush_ms))
+            }
+            Durability::Sync | Durability::Off => FlushPolicy::Sync(GroupCommit {
+                max_delay: std::time::Duration::from_micros(self.group_commit_us),
+                max_bytes: GroupCommit::MAX_BYTES,
+            }),
+        }
+    }
+
     /// Fill in defaults and check every setting; the error says what to change.
     pub fn resolve(mut self) -> Result<Resolved, String> {
         let mut cluster_map = None;
@@ -333,6 +355,12 @@ impl Config {
             return Err(format!(
                 "--log-flush-ms must be 1..=60000, got {}",
                 self.log_flush_ms
+            ));
+        }
+        if self.group_commit_us > 100_000 {
+            return Err(format!(
+                "--group-commit-us must be 0..=100000 (at most 0.1 s of added wait), got {}",
+                self.group_commit_us
             ));
         }
         if self.clients_max == 0 {

@@ -75,16 +75,14 @@ impl Durable {
         dir: &Path,
         partition: u32,
         mode: Durability,
-        log_flush: Duration,
+        policy: FlushPolicy,
         snapshot_every_bytes: u64,
         last_lsn: u64,
         io_worker_cpus: Vec<usize>,
     ) -> io::Result<Durable> {
-        let policy = match mode {
-            Durability::Sync => FlushPolicy::Sync,
-            Durability::Async => FlushPolicy::Async(log_flush),
-            Durability::Off => return Ok(Durable::off(partition)),
-        };
+        if mode == Durability::Off {
+            return Ok(Durable::off(partition));
+        }
         // Test-only hook: fail every log flush after the first N (fail-stop tests).
         let disk: Box<dyn tabos_durability::LogDir> =
             match std::env::var("TABOS_FAULT_LOG_FAIL_AFTER").map(|v| v.parse::<u64>()) {
@@ -171,10 +169,11 @@ impl Durable {
         }
     }
 
-    /// Reap a finished flush and start the next; never blocks. Returns whether
-    /// anything moved.
-    pub fn poll(&mut self) -> bool {
-        self.writer.as_mut().is_some_and(LogWriter::poll)
+    /// Reap a finished flush and start the next; never blocks. `busy`: more calls are
+    /// queued than the partition ran in its last turn (a `sync` flush may then wait to
+    /// gather more). Returns whether anything moved.
+    pub fn poll(&mut self, busy: bool) -> bool {
+        self.writer.as_mut().is_some_and(|w| w.poll(busy))
     }
 
     /// Whether the loop must come back soon without being woken: a flush is in

@@ -106,6 +106,9 @@ pub struct Partition {
     woken: Vec<u64>,
     /// Ports published this turn (reused buffer).
     published: Vec<usize>,
+    /// The last drain left calls queued that the partition could have run (a ring
+    /// held more than [`DRAIN_BATCH_MAX`]): a `sync` flush may wait to gather more.
+    backlog: bool,
     commands: Vec<Command>,
     payload: Vec<u8>,
     reply: Vec<u8>,
@@ -153,6 +156,7 @@ impl Partition {
             parked: Vec::new(),
             woken: Vec::new(),
             published: Vec::new(),
+            backlog: false,
             commands: Vec::new(),
             payload: Vec::new(),
             reply: Vec::new(),
@@ -359,9 +363,16 @@ impl Partition {
     fn drain_and_execute(&mut self) -> usize {
         let mut work = 0;
         let mut evicted = Vec::new();
+        self.backlog = false;
         for index in 0..self.ports.len() {
             match self.drain_port(index) {
-                Ok(n) => work += n,
+                Ok(n) => {
+                    work += n;
+                    // A full batch: the ring most likely holds more. A drain that
+                    // stopped for want of reply room does not count: its replies may
+                    // be the ones waiting for the flush.
+                    self.backlog |= n == DRAIN_BATCH_MAX;
+                }
                 Err(e) => evicted.push((index, e)),
             }
         }
@@ -717,7 +728,7 @@ impl Partition {
     /// Reap log flushes, then publish every response ring written this turn up to what
     /// is durable and wake clients that sleep. Returns work done.
     fn publish_replies(&mut self) -> usize {
-        let work = usize::from(self.durable.poll());
+        let work = usize::from(self.durable.poll(self.backlog && !self.shutting_down));
         if let Some(why) = self.durable.take_failure_announcement() {
             self.fail_stop(&why);
         }

@@ -5,7 +5,6 @@
 use crate::config::{Durability, Resolved};
 use crate::durable::Durable;
 use std::path::Path;
-use std::time::Duration;
 use tabos_durability::{layout, partition_dir, recover, DirLock, Meta, Mode, Record, Report};
 use tabos_engine::{execute_logged, Caller, Ctx, Registry, Scope, UserName};
 use tabos_procs::PartitionDb;
@@ -198,7 +197,7 @@ pub fn recover_node(
                         &dir,
                         id,
                         config.durability,
-                        Duration::from_millis(config.log_flush_ms),
+                        config.flush_policy(),
                         config.snapshot_every_mib.saturating_mul(1 << 20),
                         report.last_lsn,
                         io_worker_cpus(&resolved.cores, local as usize),

@@ -4,7 +4,10 @@
 //! the state must be a prefix of the acknowledged history (at most the one operation in
 //! flight at the kill may be there too), and nothing may be half-applied (a file write
 //! spans several block rows: a torn one matches neither the old nor the new content).
-//! `TABOS_CRASH_CYCLES` sets the kill cycles (default 20).
+//! Beside it, a pipelined loader keeps many kv puts in flight, enough to keep a partition
+//! busy so that group commit defers its flushes: after each restart every put it saw
+//! acknowledged is there, and on each partition the puts present are a prefix of the
+//! ones it sent. `TABOS_CRASH_CYCLES` sets the kill cycles (default 20).
 
 mod common;
 
@@ -17,6 +20,8 @@ use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tabos_client::{Client, Error, Policy};
+use tabos_procs::builtin::kv_args;
+use tabos_procs::ids;
 
 const RECEIVER: u64 = 42;
 const FILE_BYTES: usize = 5000; // three 2 KiB blocks: a multi-row transaction
@@ -58,6 +63,103 @@ impl Model {
                 self.files.insert(file.clone(), *seq);
             }
         }
+    }
+}
+
+/// Puts the pipelined loader keeps in flight, and the most it sends in one cycle.
+const PIPELINED_DEPTH: usize = 2048;
+const PIPELINED_MAX: u64 = 20_000;
+
+/// What the pipelined loader sent and saw acknowledged in one cycle.
+#[derive(Debug, Default)]
+struct Pipelined {
+    /// Keys (each put stores its key as its value) in the order sent, per partition.
+    sent: Vec<Vec<String>>,
+    acked: Vec<String>,
+}
+
+/// Keep up to [`PIPELINED_DEPTH`] kv puts in flight until the kill (or
+/// [`PIPELINED_MAX`] puts).
+fn load_pipelined(socket: &Path, cycle: u32, record: &Mutex<Pipelined>) {
+    let Ok(mut client) = Client::connect(socket) else {
+        return;
+    };
+    record.lock().unwrap().sent = vec![Vec::new(); client.partition_count() as usize];
+    let mut keys: std::collections::HashMap<u64, String> = Default::default();
+    let mut done = Vec::new();
+    let mut next = 0u64;
+    loop {
+        while keys.len() < PIPELINED_DEPTH && next < PIPELINED_MAX {
+            let key = format!("c{cycle}-{next}");
+            next += 1;
+            let p = client.partition_for_key(key.as_bytes());
+            let args = kv_args(key.as_bytes(), key.as_bytes());
+            // Noted as sent first: it may reach the server before submit returns.
+            record.lock().unwrap().sent[p as usize].push(key.clone());
+            match client.submit(ids::KV_PUT, p, &args) {
+                Ok(id) => keys.insert(id, key),
+                Err(_) => return,
+            };
+        }
+        if keys.is_empty() {
+            return;
+        }
+        done.clear();
+        if client.wait(&mut done, 1).is_err() {
+            return; // killed
+        }
+        let mut r = record.lock().unwrap();
+        for c in &done {
+            assert_eq!(
+                c.status_code, 0,
+                "a pipelined put failed while the server ran"
+            );
+            r.acked.extend(keys.remove(&c.request_id));
+        }
+    }
+}
+
+/// After a restart: every acknowledged pipelined put is there, and on each partition
+/// the puts present are a prefix of those sent (no put applied after a lost one).
+fn check_pipelined(socket: &Path, record: &Pipelined, cycle: u32) {
+    let mut client = Client::connect(socket).expect("connect after restart");
+    let mut present = std::collections::HashSet::new();
+    for (p, sent) in record.sent.iter().enumerate() {
+        let mut found = Vec::with_capacity(sent.len());
+        for chunk in sent.chunks(512) {
+            let ids: Vec<u64> = chunk
+                .iter()
+                .map(|key| {
+                    let args = kv_args(key.as_bytes(), b"");
+                    client.submit(ids::KV_GET, p as u32, &args).unwrap()
+                })
+                .collect();
+            for (key, c) in chunk.iter().zip(client.wait_for(&ids).unwrap()) {
+                let there = c.status_code == 0;
+                if there {
+                    assert_eq!(
+                        c.reply,
+                        key.as_bytes(),
+                        "cycle {cycle}: {key} has a wrong value"
+                    );
+                }
+                found.push(there);
+            }
+        }
+        let prefix = found.iter().take_while(|&&there| there).count();
+        assert!(
+            found[prefix..].iter().all(|&there| !there),
+            "cycle {cycle} p{p}: put {} is there but put {} before it is not: not a prefix",
+            sent[prefix..][found[prefix..].iter().position(|&t| t).unwrap()],
+            sent[prefix]
+        );
+        present.extend(sent[..prefix].iter().cloned());
+    }
+    for key in &record.acked {
+        assert!(
+            present.contains(key),
+            "cycle {cycle}: acknowledged pipelined put {key} lost"
+        );
     }
 }
 
@@ -282,27 +384,39 @@ fn sigkill_under_load_keeps_every_acknowledged_operation() {
     }
     let model = Arc::new(Mutex::new(Model::default()));
     let mut rng = StdRng::seed_from_u64(0x5eed);
+    let mut pipelined_acked = 0;
     for cycle in 0..cycles {
         let kill_after = Duration::from_millis(rng.gen_range(20..250));
         let (s, m) = (socket.clone(), model.clone());
         let seed = u64::from(cycle) + 1;
         let loader = std::thread::spawn(move || load(&s, &m, seed, Duration::from_secs(5)));
+        let pipelined = Arc::new(Mutex::new(Pipelined::default()));
+        let (s, r) = (socket.clone(), pipelined.clone());
+        let piper = std::thread::spawn(move || load_pipelined(&s, cycle, &r));
         std::thread::sleep(kill_after);
         send_signal(child.id(), "KILL");
         wait_exit(&mut child, HANG_TIMEOUT).expect("killed tabosd exits");
         within("the loader notices the kill", HANG_TIMEOUT, move || {
             loader.join().unwrap()
         });
+        within(
+            "the pipelined loader notices the kill",
+            HANG_TIMEOUT,
+            move || piper.join().unwrap(),
+        );
         child = start(&socket, &data, &log);
         let mut m = model.lock().unwrap();
         check(&socket, &mut m, cycle);
+        let r = pipelined.lock().unwrap();
+        check_pipelined(&socket, &r, cycle);
+        pipelined_acked += r.acked.len();
     }
     let acked = model.lock().unwrap().acked;
     send_signal(child.id(), "TERM");
     wait_exit(&mut child, HANG_TIMEOUT).expect("tabosd stops");
     let text = std::fs::read_to_string(&log).unwrap();
     eprintln!(
-        "{cycles} kill cycles, {acked} acknowledged operations; recoveries: {}",
+        "{cycles} kill cycles, {acked} acknowledged operations and {pipelined_acked} pipelined puts; recoveries: {}",
         text.matches("recovered:").count()
     );
     assert!(
