@@ -217,6 +217,17 @@ impl LogWriter {
         Ok(lsn)
     }
 
+    /// Whether a flush could start now but may wait for more records if the caller
+    /// is busy (`sync` with a group delay, records waiting, no flush in flight): when
+    /// false, [`poll`](Self::poll) ignores its `busy` argument, so a caller need not
+    /// work it out.
+    pub fn may_defer(&self) -> bool {
+        matches!(self.policy, FlushPolicy::Sync(g) if !g.max_delay.is_zero())
+            && self.inflight.is_none()
+            && !self.batch.is_empty()
+            && self.failed.is_none()
+    }
+
     /// Reap a finished flush and start the next one when the policy says so; never
     /// blocks. `busy`: the caller has more calls queued than it ran in its last turn
     /// (in `sync` mode the batch may then keep gathering, see [`GroupCommit`]).
@@ -413,7 +424,20 @@ mod tests {
     fn eager_sync_flushes_even_when_busy() {
         let (_dir, mut w) = writer(FlushPolicy::SYNC_EAGER);
         w.append(1, 0, 0, "root", b"a").unwrap();
+        assert!(!w.may_defer(), "nothing to defer without a group delay");
         assert!(w.poll(true));
         assert!(w.flushing());
+    }
+
+    #[test]
+    fn only_a_waiting_batch_may_be_deferred() {
+        let (_dir, mut w) = writer(group(Duration::from_secs(3600), usize::MAX));
+        assert!(!w.may_defer(), "no records");
+        w.append(1, 0, 0, "root", b"a").unwrap();
+        assert!(w.may_defer());
+        w.poll(false);
+        assert!(!w.may_defer(), "a flush in flight");
+        let (_dir, w) = writer(FlushPolicy::Async(Duration::from_secs(3600)));
+        assert!(!w.may_defer(), "async");
     }
 }

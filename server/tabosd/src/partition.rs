@@ -106,9 +106,6 @@ pub struct Partition {
     woken: Vec<u64>,
     /// Ports published this turn (reused buffer).
     published: Vec<usize>,
-    /// The last drain left calls queued that the partition could have run (a ring
-    /// held more than [`DRAIN_BATCH_MAX`]): a `sync` flush may wait to gather more.
-    backlog: bool,
     commands: Vec<Command>,
     payload: Vec<u8>,
     reply: Vec<u8>,
@@ -156,7 +153,6 @@ impl Partition {
             parked: Vec::new(),
             woken: Vec::new(),
             published: Vec::new(),
-            backlog: false,
             commands: Vec::new(),
             payload: Vec::new(),
             reply: Vec::new(),
@@ -363,16 +359,9 @@ impl Partition {
     fn drain_and_execute(&mut self) -> usize {
         let mut work = 0;
         let mut evicted = Vec::new();
-        self.backlog = false;
         for index in 0..self.ports.len() {
             match self.drain_port(index) {
-                Ok(n) => {
-                    work += n;
-                    // A full batch: the ring most likely holds more. A drain that
-                    // stopped for want of reply room does not count: its replies may
-                    // be the ones waiting for the flush.
-                    self.backlog |= n == DRAIN_BATCH_MAX;
-                }
+                Ok(n) => work += n,
                 Err(e) => evicted.push((index, e)),
             }
         }
@@ -728,7 +717,12 @@ impl Partition {
     /// Reap log flushes, then publish every response ring written this turn up to what
     /// is durable and wake clients that sleep. Returns work done.
     fn publish_replies(&mut self) -> usize {
-        let work = usize::from(self.durable.poll(self.backlog && !self.shutting_down));
+        let (ports, max, stopping) = (
+            &mut self.ports,
+            self.node.max_payload_bytes,
+            self.shutting_down,
+        );
+        let work = usize::from(self.durable.poll(|| !stopping && calls_waiting(ports, max)));
         if let Some(why) = self.durable.take_failure_announcement() {
             self.fail_stop(&why);
         }
@@ -798,4 +792,15 @@ impl Partition {
                 .store(0, Ordering::Relaxed);
         }
     }
+}
+
+/// Whether some client has calls queued that the partition can run now: frames in its
+/// request ring and room for their replies (a client whose ring is full of replies
+/// held for the log's flush does not count: they wait for that very flush). While this
+/// holds, a `sync` flush may wait to gather more records ([`Durable::poll`]).
+fn calls_waiting(ports: &mut [Port], reply_bytes_max: usize) -> bool {
+    ports.iter_mut().any(|port| {
+        port.requests.has_frames().unwrap_or(false)
+            && port.has_room_for_reply(reply_bytes_max).unwrap_or(false)
+    })
 }
