@@ -387,7 +387,7 @@ fn snapshot_and_recovery(
     let mut pause = Record::from_latencies(
         "durability-snapshot-pause",
         "tabos-sync",
-        base("partition pause: log flush + copy of the rows (encoded and written off-thread); ops = rows"),
+        base("partition pause: log flush + fork of the snapshot writer (a child that encodes and writes the rows from its copy-on-write image); ops = rows"),
         &one(snap.pause_us as f64),
         rows_per_s(snap.pause_us as f64),
     );

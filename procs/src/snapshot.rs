@@ -34,60 +34,6 @@ fn put_table<R: Row>(out: &mut Vec<u8>, table: &Table<R>) {
     }
 }
 
-fn put_rows<R: Row>(out: &mut Vec<u8>, rows: &[R]) {
-    put(out, &(rows.len() as u64));
-    for row in rows {
-        put(out, row);
-    }
-}
-
-fn rows_of<R: Row>(table: &Table<R>) -> Vec<R> {
-    table.iter().cloned().collect()
-}
-
-/// A copy of a partition's rows, taken between two transactions and encoded later on
-/// another thread: copying is the snapshot's pause, encoding (serde walks byte
-/// vectors one byte at a time) is not. [`ImageRows::write`] writes exactly what
-/// [`PartitionDb::write_image`] writes.
-#[derive(Debug)]
-pub struct ImageRows {
-    kv: Vec<crate::builtin::KvRow>,
-    rkv: Vec<crate::builtin::KvRow>,
-    workers: Vec<crate::sched::schema::WorkerRow>,
-    tasks: Vec<crate::sched::schema::TaskRow>,
-    messages: Vec<crate::ipc::MessageRow>,
-    mailboxes: Vec<crate::ipc::MailboxRow>,
-    next_id_floor: u64,
-    users: Vec<crate::fs::schema::UserRow>,
-    dirs: Vec<crate::fs::schema::DirRow>,
-    local: Vec<crate::fs::schema::LocalBlock>,
-    parallel: Vec<crate::fs::schema::ParallelBlock>,
-    counter: Vec<crate::fs::schema::CounterRow>,
-    replicated_writes: u64,
-}
-
-impl ImageRows {
-    /// Encode the copied rows as an image.
-    pub fn write(&self, out: &mut Vec<u8>) {
-        let start = out.len();
-        put(out, &IMAGE_VERSION);
-        put_rows(out, &self.kv);
-        put_rows(out, &self.rkv);
-        put_rows(out, &self.workers);
-        put_rows(out, &self.tasks);
-        put_rows(out, &self.messages);
-        put_rows(out, &self.mailboxes);
-        put(out, &self.next_id_floor);
-        put_rows(out, &self.users);
-        put_rows(out, &self.dirs);
-        put_rows(out, &self.local);
-        put_rows(out, &self.parallel);
-        put_rows(out, &self.counter);
-        put(out, &self.replicated_writes);
-        assert!(out.len() > start);
-    }
-}
-
 /// Reads an image, with every error naming the table it was in.
 struct Reader<'a> {
     bytes: &'a [u8],
@@ -150,27 +96,6 @@ impl PartitionDb {
         put_table(out, &self.fs.counter);
         put(out, &self.replicated_writes);
         assert!(out.len() > start);
-    }
-
-    /// Copy every row for an image encoded later ([`ImageRows::write`]). Nothing may
-    /// be uncommitted.
-    pub fn image_rows(&self) -> ImageRows {
-        assert!(!self.has_uncommitted(), "image of a committed state only");
-        ImageRows {
-            kv: rows_of(&self.kv),
-            rkv: rows_of(&self.rkv),
-            workers: rows_of(&self.sched.workers),
-            tasks: rows_of(&self.sched.tasks),
-            messages: rows_of(&self.ipc.messages),
-            mailboxes: rows_of(&self.ipc.mailboxes),
-            next_id_floor: self.ipc.next_id_floor(),
-            users: rows_of(&self.fs.users),
-            dirs: rows_of(&self.fs.dirs),
-            local: rows_of(&self.fs.local),
-            parallel: rows_of(&self.fs.parallel),
-            counter: rows_of(&self.fs.counter),
-            replicated_writes: self.replicated_writes,
-        }
     }
 
     /// Load an image written by [`write_image`](Self::write_image) into this freshly
@@ -284,9 +209,6 @@ mod tests {
         assert_ne!(fresh.digest(), h.dbs[0].digest());
         fresh.read_image(&image).unwrap();
         assert_eq!(fresh.digest(), h.dbs[0].digest());
-        let mut copied = Vec::new();
-        h.dbs[0].image_rows().write(&mut copied);
-        assert_eq!(copied, image, "a copy encodes as the table does");
         let mut again = PartitionDb::new(DbLimits::default(), 0, 2, &[0, 0]);
         assert!(again.read_image(&image[..image.len() - 1]).is_err());
     }

@@ -6,6 +6,7 @@
 //! the argument bytes, snapshots carry opaque bytes, and recovery hands both to
 //! closures the server supplies.
 
+pub mod child;
 pub mod crc32c;
 pub mod disk;
 pub mod fault;

@@ -11,6 +11,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use tabos_durability::child::{self, SnapshotChild};
 use tabos_durability::{snapshot, FlushPolicy, LogWriter, RealDir};
 use tabos_engine::Caller;
 use tabos_procs::builtin::SnapshotReply;
@@ -22,8 +23,36 @@ use tabos_transport::wire::Header;
 struct SnapshotJob {
     reply: SnapshotReply,
     started: Instant,
-    handle: JoinHandle<io::Result<(PathBuf, u64)>>,
+    writer: SnapshotWriter,
     waiters: Vec<(u64, Header)>,
+}
+
+/// Who writes a snapshot file.
+#[derive(Debug)]
+enum SnapshotWriter {
+    /// A forked child encodes the rows from its copy-on-write image (the usual way).
+    Child(SnapshotChild),
+    /// A thread writes an image the partition encoded itself (when fork failed);
+    /// `None` once joined.
+    Thread(Option<JoinHandle<io::Result<(PathBuf, u64)>>>),
+}
+
+impl SnapshotWriter {
+    /// The outcome once the file is written (or failed); never blocks.
+    fn poll(&mut self) -> Option<Result<(PathBuf, u64), String>> {
+        match self {
+            SnapshotWriter::Child(child) => child.poll().map(|r| r.map_err(|e| e.to_string())),
+            SnapshotWriter::Thread(slot) => {
+                if !slot.as_ref()?.is_finished() {
+                    return None;
+                }
+                Some(match slot.take()?.join() {
+                    Ok(r) => r.map_err(|e| e.to_string()),
+                    Err(_) => Err("the snapshot thread panicked".to_string()),
+                })
+            }
+        }
+    }
 }
 
 /// A finished snapshot: its outcome and the admin requests to answer.
@@ -50,6 +79,9 @@ pub struct Durable {
     pub records: u64,
     /// Longest snapshot pause so far.
     pub snapshot_pause_max: Duration,
+    /// CPUs a snapshot's writer runs on (off the partition cores; empty: anywhere the
+    /// partition may run).
+    helper_cpus: Vec<usize>,
 }
 
 impl Durable {
@@ -66,6 +98,7 @@ impl Durable {
             failure_announced: false,
             records: 0,
             snapshot_pause_max: Duration::ZERO,
+            helper_cpus: Vec::new(),
         }
     }
 
@@ -87,7 +120,7 @@ impl Durable {
         let disk: Box<dyn tabos_durability::LogDir> =
             match std::env::var("TABOS_FAULT_LOG_FAIL_AFTER").map(|v| v.parse::<u64>()) {
                 Ok(Ok(n)) => Box::new(tabos_durability::FailAfter::new(n)),
-                _ => Box::new(RealDir::with_worker_cpus(io_worker_cpus)),
+                _ => Box::new(RealDir::with_worker_cpus(io_worker_cpus.clone())),
             };
         let writer = LogWriter::open(dir, disk, policy, last_lsn)?;
         Ok(Durable {
@@ -96,6 +129,7 @@ impl Durable {
             dir: dir.to_path_buf(),
             partition,
             snapshot_every_bytes,
+            helper_cpus: io_worker_cpus,
             ..Durable::off(partition)
         })
     }
@@ -248,9 +282,11 @@ impl Durable {
             && writer.flushed_bytes - self.flushed_at_snapshot >= self.snapshot_every_bytes
     }
 
-    /// Snapshot `db` now: flush the log, copy the rows (the pause), start a new
-    /// segment, and write the file on a helper thread. `waiter`, if given, is answered
-    /// when the file is durable. With durability off, answers at once (nothing written).
+    /// Snapshot `db` now: flush the log, start a new segment and fork a child that
+    /// encodes and writes the rows from its copy-on-write image (flush and fork are the
+    /// pause; if fork fails, the partition encodes the rows itself and a thread writes
+    /// them). `waiter`, if given, is answered when the file is durable. With
+    /// durability off, answers at once (nothing written).
     pub fn snapshot(
         &mut self,
         db: &PartitionDb,
@@ -278,34 +314,41 @@ impl Durable {
             });
         }
         let lsn = writer.last_lsn();
-        let rows = db.image_rows();
         if let Err(f) = writer.rotate() {
             return Some(SnapshotDone {
                 result: Err(f.0),
                 waiters: waiter.into_iter().collect(),
             });
         }
+        let (dir, partition) = (self.dir.clone(), self.partition);
+        let spawned = child::spawn(&dir, partition, lsn, &self.helper_cpus, |out| {
+            db.write_image(out)
+        });
+        let writer_job = match spawned {
+            Ok(child) => SnapshotWriter::Child(child),
+            Err(e) => {
+                eprintln!(
+                    "tabosd: p{partition}: cannot fork a snapshot writer ({e}); encoding the snapshot on the partition thread (a longer pause)"
+                );
+                let mut image = Vec::new();
+                db.write_image(&mut image);
+                let thread = std::thread::Builder::new()
+                    .name(format!("snapshot-p{partition}"))
+                    .spawn(move || snapshot::write_and_prune(&dir, partition, lsn, &image));
+                match thread {
+                    Ok(handle) => SnapshotWriter::Thread(Some(handle)),
+                    Err(e) => {
+                        return Some(SnapshotDone {
+                            result: Err(format!("cannot start a snapshot writer: {e}")),
+                            waiters: waiter.into_iter().collect(),
+                        })
+                    }
+                }
+            }
+        };
         let pause = paused.elapsed();
         self.snapshot_pause_max = self.snapshot_pause_max.max(pause);
         self.flushed_at_snapshot = writer.flushed_bytes;
-        let (dir, partition) = (self.dir.clone(), self.partition);
-        let handle = std::thread::Builder::new()
-            .name(format!("snapshot-p{partition}"))
-            .spawn(move || {
-                let mut image = Vec::new();
-                rows.write(&mut image);
-                drop(rows);
-                snapshot::write_and_prune(&dir, partition, lsn, &image)
-            });
-        let handle = match handle {
-            Ok(h) => h,
-            Err(e) => {
-                return Some(SnapshotDone {
-                    result: Err(format!("cannot start snapshot thread: {e}")),
-                    waiters: waiter.into_iter().collect(),
-                })
-            }
-        };
         self.job = Some(SnapshotJob {
             reply: SnapshotReply {
                 partition,
@@ -316,7 +359,7 @@ impl Durable {
                 write_us: 0,
             },
             started: Instant::now(),
-            handle,
+            writer: writer_job,
             waiters: waiter.into_iter().collect(),
         });
         None
@@ -324,13 +367,11 @@ impl Durable {
 
     /// The snapshot being written, once it finished.
     pub fn poll_snapshot(&mut self) -> Option<SnapshotDone> {
-        if !self.job.as_ref()?.handle.is_finished() {
-            return None;
-        }
+        let outcome = self.job.as_mut()?.writer.poll()?;
         let job = self.job.take()?;
         let write_us = job.started.elapsed().as_micros() as u64;
-        let result = match job.handle.join() {
-            Ok(Ok((path, bytes))) => {
+        let result = match outcome {
+            Ok((path, bytes)) => {
                 eprintln!(
                     "tabosd: p{}: snapshot at lsn {} written to {} ({bytes} bytes, pause {} us, write {write_us} us)",
                     self.partition,
@@ -344,8 +385,7 @@ impl Durable {
                     ..job.reply
                 })
             }
-            Ok(Err(e)) => Err(format!("snapshot of p{} failed: {e}", self.partition)),
-            Err(_) => Err(format!("snapshot thread of p{} panicked", self.partition)),
+            Err(e) => Err(format!("snapshot of p{} failed: {e}", self.partition)),
         };
         if let Err(e) = &result {
             eprintln!("tabosd: {e}; the log is kept, so nothing is lost");
@@ -358,9 +398,12 @@ impl Durable {
 
     /// Wait for a snapshot being written (shutdown).
     pub fn finish_snapshot(&mut self) -> Option<SnapshotDone> {
-        while self.job.as_ref().is_some_and(|j| !j.handle.is_finished()) {
+        self.job.as_ref()?;
+        loop {
+            if let Some(done) = self.poll_snapshot() {
+                return Some(done);
+            }
             std::thread::sleep(Duration::from_millis(1));
         }
-        self.poll_snapshot()
     }
 }

@@ -7,7 +7,9 @@
 //! Beside it, a pipelined loader keeps many kv puts in flight, enough to keep a partition
 //! busy so that group commit defers its flushes: after each restart every put it saw
 //! acknowledged is there, and on each partition the puts present are a prefix of the
-//! ones it sent. `TABOS_CRASH_CYCLES` sets the kill cycles (default 20).
+//! ones it sent. A third client asks for snapshots all the while, so kills also land
+//! while a forked child writes one. `TABOS_CRASH_CYCLES` sets the kill cycles (default
+//! 20).
 
 mod common;
 
@@ -67,15 +69,22 @@ impl Model {
 }
 
 /// Puts the pipelined loader keeps in flight, and the most it sends in one cycle.
-const PIPELINED_DEPTH: usize = 2048;
+const PIPELINED_DEPTH: usize = 512;
 const PIPELINED_MAX: u64 = 20_000;
 
 /// What the pipelined loader sent and saw acknowledged in one cycle.
 #[derive(Debug, Default)]
 struct Pipelined {
-    /// Keys (each put stores its key as its value) in the order sent, per partition.
+    /// Keys in the order sent, per partition (each put stores [`pipelined_value`]).
     sent: Vec<Vec<String>>,
     acked: Vec<String>,
+}
+
+/// The value a pipelined put stores: its key, padded.
+fn pipelined_value(key: &str) -> Vec<u8> {
+    let mut value = key.as_bytes().to_vec();
+    value.resize(32, b'.');
+    value
 }
 
 /// Keep up to [`PIPELINED_DEPTH`] kv puts in flight until the kill (or
@@ -93,7 +102,7 @@ fn load_pipelined(socket: &Path, cycle: u32, record: &Mutex<Pipelined>) {
             let key = format!("c{cycle}-{next}");
             next += 1;
             let p = client.partition_for_key(key.as_bytes());
-            let args = kv_args(key.as_bytes(), key.as_bytes());
+            let args = kv_args(key.as_bytes(), &pipelined_value(&key));
             // Noted as sent first: it may reach the server before submit returns.
             record.lock().unwrap().sent[p as usize].push(key.clone());
             match client.submit(ids::KV_PUT, p, &args) {
@@ -137,9 +146,8 @@ fn check_pipelined(socket: &Path, record: &Pipelined, cycle: u32) {
             for (key, c) in chunk.iter().zip(client.wait_for(&ids).unwrap()) {
                 let there = c.status_code == 0;
                 if there {
-                    assert_eq!(
-                        c.reply,
-                        key.as_bytes(),
+                    assert!(
+                        c.reply == pipelined_value(key),
                         "cycle {cycle}: {key} has a wrong value"
                     );
                 }
@@ -171,6 +179,30 @@ fn file_content(seq: u64) -> Vec<u8> {
 
 fn start(socket: &Path, data: &Path, log: &Path) -> Child {
     start_on_data_dir(socket, data, log, &[])
+}
+
+/// Ask for snapshots of random partitions, one after the other, until the kill: kills
+/// then also land while a forked child writes one. Returns how many finished.
+fn snapshot_often(socket: &Path, seed: u64) -> u32 {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let Ok(mut client) = Client::connect(socket) else {
+        return 0;
+    };
+    let mut written = 0;
+    loop {
+        std::thread::sleep(Duration::from_millis(rng.gen_range(5..40)));
+        let p = rng.gen_range(0..client.partition_count());
+        match client.snapshot(p) {
+            Ok(reply) => {
+                assert!(reply.written, "a snapshot with the log on is written");
+                written += 1;
+            }
+            Err(Error::Status(s)) => {
+                panic!("snapshot of p{p} failed with {s} while the server ran")
+            }
+            Err(_) => return written, // killed
+        }
+    }
 }
 
 /// Run random operations until the connection breaks (the kill) or `budget` passes.
@@ -385,6 +417,7 @@ fn sigkill_under_load_keeps_every_acknowledged_operation() {
     let model = Arc::new(Mutex::new(Model::default()));
     let mut rng = StdRng::seed_from_u64(0x5eed);
     let mut pipelined_acked = 0;
+    let mut snapshots = 0;
     for cycle in 0..cycles {
         let kill_after = Duration::from_millis(rng.gen_range(20..250));
         let (s, m) = (socket.clone(), model.clone());
@@ -393,6 +426,8 @@ fn sigkill_under_load_keeps_every_acknowledged_operation() {
         let pipelined = Arc::new(Mutex::new(Pipelined::default()));
         let (s, r) = (socket.clone(), pipelined.clone());
         let piper = std::thread::spawn(move || load_pipelined(&s, cycle, &r));
+        let s = socket.clone();
+        let snapshotter = std::thread::spawn(move || snapshot_often(&s, seed));
         std::thread::sleep(kill_after);
         send_signal(child.id(), "KILL");
         wait_exit(&mut child, HANG_TIMEOUT).expect("killed tabosd exits");
@@ -403,6 +438,11 @@ fn sigkill_under_load_keeps_every_acknowledged_operation() {
             "the pipelined loader notices the kill",
             HANG_TIMEOUT,
             move || piper.join().unwrap(),
+        );
+        snapshots += within(
+            "the snapshotter notices the kill",
+            HANG_TIMEOUT,
+            move || snapshotter.join().unwrap(),
         );
         child = start(&socket, &data, &log);
         let mut m = model.lock().unwrap();
@@ -416,8 +456,8 @@ fn sigkill_under_load_keeps_every_acknowledged_operation() {
     wait_exit(&mut child, HANG_TIMEOUT).expect("tabosd stops");
     let text = std::fs::read_to_string(&log).unwrap();
     eprintln!(
-        "{cycles} kill cycles, {acked} acknowledged operations and {pipelined_acked} pipelined puts; recoveries: {}",
-        text.matches("recovered:").count()
+        "{cycles} kill cycles, {acked} acknowledged operations and {pipelined_acked} pipelined puts, {snapshots} snapshots; recoveries: {}",
+        text.matches("recovered:").count(),
     );
     assert!(
         acked > u64::from(cycles),
