@@ -1,8 +1,14 @@
 //! Durability modes side by side (issue 6): kv puts, scheduler FIFO (schedule +
-//! complete) and IPC send/recv, each closed-loop with many calls in flight, against a
-//! tabosd started with `--durability off`, `async` and `sync` in the same run; then
-//! the snapshot pause of a loaded partition and the time to recover it, by log replay
-//! and from a snapshot, per GiB of state.
+//! complete) and IPC send/recv, each closed-loop with many calls in flight, against
+//! three tabosd started at once with `--durability off`, `async` and `sync` on the same
+//! core; then the snapshot pause of a loaded partition and the time to recover it, by
+//! log replay and from a snapshot, per GiB of state.
+//!
+//! The client moves from one server to the next every slice (a few hundred ms; each
+//! round of slices starts with the next mode; the server not called sleeps on its
+//! doorbell), and each mode's ratio to `off` is the median over rounds of the ratio
+//! within a round: this machine's speed drifts by tens of percent within seconds, and
+//! slices that close in time see the same machine.
 
 use crate::measure::{pin_or_warn, Latencies};
 use crate::report::{params, progress, Record};
@@ -27,9 +33,11 @@ pub struct DurabilityConfig {
     /// takes a disk round trip, so `sync` throughput is at most this many calls per
     /// fdatasync.
     pub depth: usize,
-    /// Timed seconds of each workload in each mode and round (after an untimed tenth).
-    pub per_run: Duration,
-    /// Rounds of all modes in turn; each throughput reported is the median round.
+    /// Timed time of one slice: one workload on one mode's server (after an untimed
+    /// tenth).
+    pub slice: Duration,
+    /// Rounds of slices (one per mode) for each workload; each throughput reported is
+    /// the median slice.
     pub rounds: usize,
     /// Key-value rows loaded for the snapshot and recovery figures.
     pub state_rows: u64,
@@ -45,8 +53,8 @@ impl DurabilityConfig {
     pub fn quick() -> DurabilityConfig {
         DurabilityConfig {
             depth: 256,
-            per_run: Duration::from_millis(300),
-            rounds: 1,
+            slice: Duration::from_millis(100),
+            rounds: 2,
             state_rows: 10_000,
             row_bytes: 1024,
             modes: MODES.to_vec(),
@@ -57,8 +65,8 @@ impl DurabilityConfig {
     pub fn full() -> DurabilityConfig {
         DurabilityConfig {
             depth: 16_384,
-            per_run: Duration::from_secs(2),
-            rounds: 3,
+            slice: Duration::from_millis(250),
+            rounds: 20,
             state_rows: 250_000,
             row_bytes: 1024,
             modes: MODES.to_vec(),
@@ -112,17 +120,19 @@ impl InFlight<'_> {
 }
 
 /// Keep `depth` calls in flight for `time`, each op being the calls `next(i)` returns
-/// (submitted together); returns per-call latencies and ops per second.
+/// (submitted together), `i` counting on from `*op`; returns per-call latencies and
+/// ops per second, every call answered, and leaves `*op` at the next operation.
 fn closed_loop(
     client: &mut Client,
     depth: usize,
     time: Duration,
+    op: &mut u64,
     next: &mut dyn FnMut(u64) -> Vec<Call>,
 ) -> Result<(Latencies, f64), Error> {
     let mut lat = Latencies::new();
     let mut flight = InFlight {
         started: HashMap::new(),
-        op: 0,
+        op: *op,
         next,
     };
     let mut out: Vec<Completion> = Vec::new();
@@ -164,6 +174,7 @@ fn closed_loop(
             .wait(&mut out, client.in_flight())
             .map_err(client_error)?;
     }
+    *op = flight.op;
     Ok((lat, ops_timed as f64 / elapsed.as_secs_f64()))
 }
 
@@ -194,52 +205,81 @@ pub fn run(settings: &Settings, config: &DurabilityConfig) -> Result<Vec<Record>
         None => default_binary()?,
     };
     pin_or_warn(settings.client_core, "the benchmark client");
-    // The modes take turns, round after round, and each figure is the median round:
-    // a machine whose speed drifts during the run then moves every mode alike.
+    let mut servers = Vec::new();
+    for &mode in &config.modes {
+        servers.push(ModeServer::start(&binary, settings, mode)?);
+    }
     let mut rounds: HashMap<(&str, &str), Vec<(f64, Latencies)>> = HashMap::new();
-    for round in 0..config.rounds {
-        for &mode in &config.modes {
-            eprintln!(
-                "tabos-bench: durability {mode} (round {} of {})",
-                round + 1,
-                config.rounds
-            );
-            for (name, lat, calls_per_s) in run_mode(&binary, settings, config, mode)? {
-                eprintln!("  {name}: {calls_per_s:.0} calls/s");
+    let count = servers.len();
+    for (w, name) in WORKLOADS.into_iter().enumerate() {
+        eprintln!(
+            "tabos-bench: durability {name}: {} rounds of a {:.2} s slice per mode ({})",
+            config.rounds,
+            config.slice.as_secs_f64(),
+            config.modes.join(", ")
+        );
+        for round in 0..config.rounds {
+            let mut line = format!("  round {}:", round + 1);
+            for i in 0..count {
+                let server = &mut servers[(round + i) % count];
+                let (lat, calls_per_s) = server.slice(w, config)?;
+                line.push_str(&format!(" {} {calls_per_s:.0}", server.mode));
                 rounds
-                    .entry((name, mode))
+                    .entry((name, server.mode))
                     .or_default()
                     .push((calls_per_s, lat));
             }
+            eprintln!("{line} calls/s");
         }
     }
+    for server in servers {
+        server.stop()?;
+    }
+    let rates = |name: &str, mode: &str| -> Option<Vec<f64>> {
+        Some(rounds.get(&(name, mode))?.iter().map(|r| r.0).collect())
+    };
     let mut records = Vec::new();
     for &mode in &config.modes {
         for name in WORKLOADS {
-            let Some(mut runs) = rounds.remove(&(name, mode)) else {
+            let (Some(per_round), Some(runs)) = (rates(name, mode), rounds.get(&(name, mode)))
+            else {
                 continue;
             };
-            runs.sort_by(|a, b| a.0.total_cmp(&b.0));
-            let per_round: Vec<f64> = runs.iter().map(|r| r.0.round()).collect();
-            let median = runs[runs.len() / 2].0;
+            let median = median_of(&per_round);
             let mut lat = Latencies::new();
-            for (_, l) in &runs {
+            for (_, l) in runs {
                 lat.merge(l);
+            }
+            let mut params = params([
+                ("durability", json!(mode)),
+                ("depth", json!(config.depth)),
+                ("slice_seconds", json!(config.slice.as_secs_f64())),
+                ("rounds", json!(config.rounds)),
+                (
+                    "round_calls_per_s",
+                    json!(per_round.iter().map(|r| r.round()).collect::<Vec<_>>()),
+                ),
+                (
+                    "unit",
+                    json!("procedure calls (sched and ipc: two per operation); ops_per_s is the median slice, latencies of all slices"),
+                ),
+            ]);
+            if let (Some(off), true) = (rates(name, "off"), mode != "off") {
+                let ratios: Vec<f64> = per_round.iter().zip(&off).map(|(m, o)| m / o).collect();
+                let rounded = |x: f64| (x * 1000.0).round() / 1000.0;
+                params.insert(
+                    "ratio_to_off_per_round".into(),
+                    json!(ratios.iter().map(|&r| rounded(r)).collect::<Vec<_>>()),
+                );
+                params.insert(
+                    "ratio_to_off_median".into(),
+                    json!(rounded(median_of(&ratios))),
+                );
             }
             let record = Record::from_latencies(
                 &format!("durability-{name}"),
                 &format!("tabos-{mode}"),
-                params([
-                    ("durability", json!(mode)),
-                    ("depth", json!(config.depth)),
-                    ("seconds", json!(config.per_run.as_secs_f64())),
-                    ("rounds", json!(config.rounds)),
-                    ("round_calls_per_s", json!(per_round)),
-                    (
-                        "unit",
-                        json!("procedure calls (sched and ipc: two per operation); ops_per_s is the median round, latencies of all rounds"),
-                    ),
-                ]),
+                params,
                 &lat,
                 Some(median),
             );
@@ -253,39 +293,50 @@ pub fn run(settings: &Settings, config: &DurabilityConfig) -> Result<Vec<Record>
     Ok(records)
 }
 
+/// The median of `values` (the upper one of an even count); `values` is not empty.
+fn median_of(values: &[f64]) -> f64 {
+    assert!(!values.is_empty(), "a median of something");
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[sorted.len() / 2]
+}
+
 /// The workloads, in report order.
 const WORKLOADS: [&str; 3] = ["kv-put", "sched-fifo", "ipc-send-recv"];
 
-/// Start a tabosd in `mode` and run every workload on it: `(workload, latencies,
-/// calls per second)`.
-fn run_mode(
-    binary: &std::path::Path,
-    settings: &Settings,
-    config: &DurabilityConfig,
-    mode: &str,
-) -> Result<Vec<(&'static str, Latencies, f64)>, Error> {
-    let server = Tabosd::start_with(binary, &layout(settings, mode, &[]))?;
-    let mut client = Client::connect(server.socket()).map_err(client_error)?;
-    for w in 0..16u64 {
-        client
-            .call(
-                tabos_procs::sched::ids::WORKER_ADD,
-                0,
-                &worker_add_args(w + 1, 65_536, 1),
-            )
-            .map_err(client_error)?;
-    }
-    let value = vec![7u8; 64];
-    let workloads: [(&'static str, Workload); 3] = [
-        (
-            WORKLOADS[0],
+/// A tabosd in one durability mode, its client, and each workload's next operation.
+struct ModeServer {
+    mode: &'static str,
+    server: Tabosd,
+    client: Client,
+    workloads: [Workload; 3],
+    next_op: [u64; 3],
+}
+
+impl ModeServer {
+    /// Start a tabosd in `mode` with the scheduler's workers added.
+    fn start(
+        binary: &std::path::Path,
+        settings: &Settings,
+        mode: &'static str,
+    ) -> Result<ModeServer, Error> {
+        let server = Tabosd::start_with(binary, &layout(settings, mode, &[]))?;
+        let mut client = Client::connect(server.socket()).map_err(client_error)?;
+        for w in 0..16u64 {
+            client
+                .call(
+                    tabos_procs::sched::ids::WORKER_ADD,
+                    0,
+                    &worker_add_args(w + 1, 65_536, 1),
+                )
+                .map_err(client_error)?;
+        }
+        let value = vec![7u8; 64];
+        let workloads: [Workload; 3] = [
             Box::new(move |i| {
                 let key = (i % 100_000).to_le_bytes();
                 vec![(ids::KV_PUT, 0, kv_args(&key, &value))]
             }),
-        ),
-        (
-            WORKLOADS[1],
             Box::new(|i| {
                 let task = 1_000_000 + i;
                 vec![
@@ -301,9 +352,6 @@ fn run_mode(
                     ),
                 ]
             }),
-        ),
-        (
-            WORKLOADS[2],
             Box::new(|i| {
                 let to = 1 + i % 64;
                 vec![
@@ -311,17 +359,31 @@ fn run_mode(
                     (tabos_procs::ipc::ids::RECV, 0, recv_args(to, 0)),
                 ]
             }),
-        ),
-    ];
-    let mut out = Vec::new();
-    for (name, mut next) in workloads {
-        let (lat, calls_per_s) =
-            closed_loop(&mut client, config.depth, config.per_run, &mut *next)?;
-        out.push((name, lat, calls_per_s));
+        ];
+        Ok(ModeServer {
+            mode,
+            server,
+            client,
+            workloads,
+            next_op: [0; 3],
+        })
     }
-    drop(client);
-    server.stop()?;
-    Ok(out)
+
+    /// One slice of workload `w` (index into [`WORKLOADS`]): `(latencies, calls/s)`.
+    fn slice(&mut self, w: usize, config: &DurabilityConfig) -> Result<(Latencies, f64), Error> {
+        closed_loop(
+            &mut self.client,
+            config.depth,
+            config.slice,
+            &mut self.next_op[w],
+            &mut *self.workloads[w],
+        )
+    }
+
+    fn stop(self) -> Result<(), Error> {
+        drop(self.client);
+        self.server.stop()
+    }
 }
 
 /// Load `state_rows` rows (sync, no automatic snapshot), restart (log replay), take a
@@ -418,22 +480,46 @@ fn snapshot_and_recovery(
     Ok(records)
 }
 
-/// Lines comparing each mode's throughput with `off`'s.
+/// Lines comparing each mode's throughput with `off`'s: the median of the ratios
+/// within a round, and the range of the middle half of them.
 pub fn summary(records: &[Record]) -> Vec<String> {
     let mut lines = Vec::new();
     for name in WORKLOADS {
         let workload = format!("durability-{name}");
-        let ops = |mode: &str| {
+        let find = |mode: &str| {
             records
                 .iter()
                 .find(|r| r.workload == workload && r.system == format!("tabos-{mode}"))
-                .and_then(|r| r.ops_per_s)
         };
-        if let (Some(off), Some(asy), Some(sync)) = (ops("off"), ops("async"), ops("sync")) {
+        let ratio = |mode: &str| -> Option<String> {
+            let r = find(mode)?;
+            let median = r.params.get("ratio_to_off_median")?.as_f64()?;
+            let mut per_round: Vec<f64> = r
+                .params
+                .get("ratio_to_off_per_round")?
+                .as_array()?
+                .iter()
+                .filter_map(|v| v.as_f64())
+                .collect();
+            per_round.sort_by(f64::total_cmp);
+            let (lo, hi) = (
+                per_round[per_round.len() / 4],
+                per_round[(per_round.len() * 3 / 4).min(per_round.len() - 1)],
+            );
+            Some(format!(
+                "{mode} keeps {:.0}% of off's throughput (middle half of the rounds {:.0}-{:.0}%, {:.0} calls/s)",
+                100.0 * median,
+                100.0 * lo,
+                100.0 * hi,
+                r.ops_per_s.unwrap_or(0.0)
+            ))
+        };
+        let off = find("off").and_then(|r| r.ops_per_s);
+        let modes: Vec<String> = ["sync", "async"].into_iter().filter_map(ratio).collect();
+        if let (Some(off), false) = (off, modes.is_empty()) {
             lines.push(format!(
-                "{name}: sync keeps {:.0}% of off's throughput, async {:.0}% (off {off:.0}, async {asy:.0}, sync {sync:.0} calls/s)",
-                100.0 * sync / off,
-                100.0 * asy / off
+                "{name}: {}; off {off:.0} calls/s",
+                modes.join(", ")
             ));
         }
     }

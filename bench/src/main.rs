@@ -127,11 +127,12 @@ enum Workload {
     Sql(SqlArgs),
 
     /// Durability modes (issue 6): kv puts, scheduler FIFO and IPC send/recv with many
-    /// calls in flight against tabosd with --durability off, async and sync taking turns
-    /// for three rounds in the same run (median round's throughput, p50/p99 per call);
+    /// calls in flight against three tabosd at once, with --durability off, async and
+    /// sync, the client moving from one to the next every slice (median slice's
+    /// throughput, p50/p99 per call, and the median of each round's ratio to off);
     /// then the snapshot pause of a loaded partition and recovery time per GiB, by log
-    /// replay and from a snapshot. The log goes to a fresh data dir under the
-    /// benchmark's temporary directory. Full run: about 75 s; --quick: a few seconds.
+    /// replay and from a snapshot. Logs go to fresh data dirs under the benchmark's
+    /// temporary directory. Full run: about a minute; --quick: a few seconds.
     Durability(DurabilityArgs),
 
     /// Every workload in turn (invoke, sched, ipc, fs, sql, durability, pfs) with default settings,
@@ -208,15 +209,16 @@ struct DurabilityArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=65536))]
     depth: Option<u64>,
 
-    /// Seconds of each workload in each mode and round (after an untimed tenth).
-    /// Default: 2 (--quick: 0.3).
+    /// Timed seconds of one slice: one workload on one mode's server (after an
+    /// untimed tenth). Default: 0.25 (--quick: 0.1).
     #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
-    seconds_per_run: Option<f64>,
+    seconds_per_slice: Option<f64>,
 
-    /// Rounds of off, async and sync in turn; each throughput reported is the median
-    /// round (a machine whose speed drifts moves every mode alike). Default: 3
-    /// (--quick: 1).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=99))]
+    /// Rounds of slices per workload, a slice per mode, each round starting with the
+    /// next mode; each throughput reported is the median slice, each ratio to off the
+    /// median of the rounds' ratios (slices close in time see the same machine).
+    /// Default: 20 (--quick: 2).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=999))]
     rounds: Option<u64>,
 
     /// Key-value rows (1 KiB each) loaded for the snapshot and recovery figures.
@@ -244,8 +246,8 @@ impl DurabilityArgs {
         if let Some(d) = self.depth {
             config.depth = d as usize;
         }
-        if let Some(s) = self.seconds_per_run {
-            config.per_run = Duration::from_secs_f64(s);
+        if let Some(s) = self.seconds_per_slice {
+            config.slice = Duration::from_secs_f64(s);
         }
         if let Some(n) = self.rounds {
             config.rounds = n as usize;

@@ -379,6 +379,28 @@ fn durability_quick_writes_every_record() {
                 Some(&system),
                 &[("durability", mode.into())],
             );
+            let record = records
+                .iter()
+                .find(|r| r["workload"] == workload && r["system"] == system.as_str())
+                .unwrap();
+            let params = &record["params"];
+            let rounds = params["rounds"].as_u64().unwrap() as usize;
+            assert_eq!(
+                params["round_calls_per_s"].as_array().unwrap().len(),
+                rounds,
+                "a rate per round: {record}"
+            );
+            if mode == "off" {
+                assert!(params.get("ratio_to_off_median").is_none(), "{record}");
+            } else {
+                let ratios = params["ratio_to_off_per_round"].as_array().unwrap();
+                assert_eq!(ratios.len(), rounds, "a ratio per round: {record}");
+                let median = params["ratio_to_off_median"].as_f64().unwrap();
+                assert!(
+                    ratios.iter().any(|r| r.as_f64() == Some(median)),
+                    "the median is one of the rounds' ratios: {record}"
+                );
+            }
         }
     }
     expect_one(

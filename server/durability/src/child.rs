@@ -14,14 +14,18 @@
 //! clients' sockets), dies with the partition thread (`PR_SET_PDEATHSIG`: a SIGKILLed
 //! tabosd leaves no child behind to delete segments under a restarted one) and keeps
 //! the signal mask of the partition thread, on which tabosd blocks the shutdown
-//! signals (they go to its signalfd). It reports through a pipe: `ok`, the file's
-//! bytes and path, or `error` and why.
+//! signals (they go to its signalfd). It runs at nice 10 on the cores given (those of
+//! the io_uring workers, off the partitions' cores). It reports through a pipe: `ok`,
+//! the file's bytes and path, or `error` and why.
 
 use crate::snapshot::write_and_prune;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+
+/// Nice value of a snapshot child.
+const CHILD_NICE: libc::c_int = 10;
 
 /// A child writing one snapshot.
 #[derive(Debug)]
@@ -140,6 +144,10 @@ fn child_main<F: FnOnce(&mut Vec<u8>)>(
         // Best effort: a child left on the partition's core is slower, not wrong.
         unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) };
     }
+    // Yield to the threads that serve calls (a tenth of a nice-0 thread's share when
+    // they compete) yet still finish on a busy machine.
+    // SAFETY: setpriority with integer arguments; who 0 is this process.
+    unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, CHILD_NICE) };
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let mut body = Vec::new();
         encode(&mut body);
