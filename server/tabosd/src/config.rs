@@ -131,7 +131,8 @@ pub struct Config {
     pub data_dir: PathBuf,
 
     /// sync: a reply leaves only after its log record is on disk (group commit: each
-    /// flush takes every record that arrived during the previous one). async: replies
+    /// flush takes every record that arrived during the previous one, and a busy
+    /// partition gathers for up to --group-commit-us). async: replies
     /// leave at once and the log is flushed at least every --log-flush-ms, so a crash
     /// may lose the last few milliseconds of acknowledged writes. off: no log, no
     /// snapshots, nothing survives a restart.
@@ -143,11 +144,11 @@ pub struct Config {
     #[arg(long, default_value_t = 10)]
     pub log_flush_ms: u64,
 
-    /// With --durability sync, how long a partition that has more calls queued than it
-    /// runs in one turn may let its next flush gather records, in microseconds (each
-    /// flush costs the partition's core a fixed amount; under load the calls wait in
-    /// the queue anyway). An idle partition flushes at once. 0: flush as soon as the
-    /// previous flush finished.
+    /// With --durability sync, how long a busy partition (one that still finds calls
+    /// queued when a flush could start) lets its next flush gather records, in
+    /// microseconds, up to 1 MiB of them: each flush costs the partition's core a
+    /// fixed amount, and under load the calls wait in the queue anyway. An idle
+    /// partition flushes at once. 0: flush as soon as the previous flush finished.
     #[arg(long, default_value_t = 500, value_name = "US")]
     pub group_commit_us: u64,
 
@@ -492,5 +493,39 @@ mod tests {
         assert_eq!(ok.cores, vec![Some(0), Some(0), Some(0)]);
         let far = Config::try_parse_from(["tabosd", "--cores", "100000"]).unwrap();
         assert!(far.resolve().unwrap_err().contains("not online"));
+    }
+
+    #[test]
+    fn group_commit_delay_maps_to_the_flush_policy_and_is_bounded() {
+        use std::time::Duration;
+        use tabos_durability::{FlushPolicy, GroupCommit};
+        let base = Config::parse_from(["tabosd"]);
+        assert_eq!(
+            base.flush_policy(),
+            FlushPolicy::Sync(GroupCommit {
+                max_delay: Duration::from_micros(500),
+                max_bytes: GroupCommit::MAX_BYTES,
+            })
+        );
+        let eager = Config::parse_from(["tabosd", "--group-commit-us", "0"]);
+        assert_eq!(
+            eager.flush_policy(),
+            FlushPolicy::Sync(GroupCommit {
+                max_delay: Duration::ZERO,
+                max_bytes: GroupCommit::MAX_BYTES,
+            })
+        );
+        let asynch = Config::parse_from(["tabosd", "--durability", "async"]);
+        assert_eq!(
+            asynch.flush_policy(),
+            FlushPolicy::Async(Duration::from_millis(10))
+        );
+        let err = Config {
+            group_commit_us: 100_001,
+            ..base
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(err.contains("--group-commit-us"), "{err}");
     }
 }

@@ -72,17 +72,24 @@ impl Model {
 const PIPELINED_DEPTH: usize = 512;
 const PIPELINED_MAX: u64 = 20_000;
 
-/// What the pipelined loader sent and saw acknowledged in one cycle.
+/// What the pipelined loader sent and saw acknowledged in one cycle: put `i` stores
+/// [`pipelined_value`]`(cycle, i)` under [`pipelined_key`]`(i)`, so the keys stay the
+/// same from cycle to cycle (the state, and so each snapshot, stays small) and the
+/// value says which cycle's put is there.
 #[derive(Debug, Default)]
 struct Pipelined {
-    /// Keys in the order sent, per partition (each put stores [`pipelined_value`]).
-    sent: Vec<Vec<String>>,
-    acked: Vec<String>,
+    /// Put numbers in the order sent, per partition.
+    sent: Vec<Vec<u64>>,
+    acked: Vec<u64>,
 }
 
-/// The value a pipelined put stores: its key, padded.
-fn pipelined_value(key: &str) -> Vec<u8> {
-    let mut value = key.as_bytes().to_vec();
+fn pipelined_key(i: u64) -> String {
+    format!("p{i}")
+}
+
+/// The value of put `i` of `cycle`, padded to 32 bytes.
+fn pipelined_value(cycle: u32, i: u64) -> Vec<u8> {
+    let mut value = format!("c{cycle}-{i}").into_bytes();
     value.resize(32, b'.');
     value
 }
@@ -94,23 +101,23 @@ fn load_pipelined(socket: &Path, cycle: u32, record: &Mutex<Pipelined>) {
         return;
     };
     record.lock().unwrap().sent = vec![Vec::new(); client.partition_count() as usize];
-    let mut keys: std::collections::HashMap<u64, String> = Default::default();
+    let mut puts: std::collections::HashMap<u64, u64> = Default::default();
     let mut done = Vec::new();
     let mut next = 0u64;
     loop {
-        while keys.len() < PIPELINED_DEPTH && next < PIPELINED_MAX {
-            let key = format!("c{cycle}-{next}");
+        while puts.len() < PIPELINED_DEPTH && next < PIPELINED_MAX {
+            let (i, key) = (next, pipelined_key(next));
             next += 1;
             let p = client.partition_for_key(key.as_bytes());
-            let args = kv_args(key.as_bytes(), &pipelined_value(&key));
+            let args = kv_args(key.as_bytes(), &pipelined_value(cycle, i));
             // Noted as sent first: it may reach the server before submit returns.
-            record.lock().unwrap().sent[p as usize].push(key.clone());
+            record.lock().unwrap().sent[p as usize].push(i);
             match client.submit(ids::KV_PUT, p, &args) {
-                Ok(id) => keys.insert(id, key),
+                Ok(id) => puts.insert(id, i),
                 Err(_) => return,
             };
         }
-        if keys.is_empty() {
+        if puts.is_empty() {
             return;
         }
         done.clear();
@@ -123,7 +130,7 @@ fn load_pipelined(socket: &Path, cycle: u32, record: &Mutex<Pipelined>) {
                 c.status_code, 0,
                 "a pipelined put failed while the server ran"
             );
-            r.acked.extend(keys.remove(&c.request_id));
+            r.acked.extend(puts.remove(&c.request_id));
         }
     }
 }
@@ -138,20 +145,27 @@ fn check_pipelined(socket: &Path, record: &Pipelined, cycle: u32) {
         for chunk in sent.chunks(512) {
             let ids: Vec<u64> = chunk
                 .iter()
-                .map(|key| {
-                    let args = kv_args(key.as_bytes(), b"");
+                .map(|&i| {
+                    let args = kv_args(pipelined_key(i).as_bytes(), b"");
                     client.submit(ids::KV_GET, p as u32, &args).unwrap()
                 })
                 .collect();
-            for (key, c) in chunk.iter().zip(client.wait_for(&ids).unwrap()) {
-                let there = c.status_code == 0;
-                if there {
+            for (&i, c) in chunk.iter().zip(client.wait_for(&ids).unwrap()) {
+                let this_cycle = c.status_code == 0 && c.reply == pipelined_value(cycle, i);
+                if c.status_code == 0 && !this_cycle {
+                    // An earlier cycle's put of the same key, nothing else.
+                    let earlier = std::str::from_utf8(&c.reply)
+                        .ok()
+                        .and_then(|v| v.strip_prefix('c')?.split_once('-'))
+                        .and_then(|(k, _)| k.parse::<u32>().ok())
+                        .filter(|&k| k < cycle && c.reply == pipelined_value(k, i));
                     assert!(
-                        c.reply == pipelined_value(key),
-                        "cycle {cycle}: {key} has a wrong value"
+                        earlier.is_some(),
+                        "cycle {cycle}: put {i} has a wrong value {:?}",
+                        String::from_utf8_lossy(&c.reply)
                     );
                 }
-                found.push(there);
+                found.push(this_cycle);
             }
         }
         let prefix = found.iter().take_while(|&&there| there).count();
@@ -161,12 +175,12 @@ fn check_pipelined(socket: &Path, record: &Pipelined, cycle: u32) {
             sent[prefix..][found[prefix..].iter().position(|&t| t).unwrap()],
             sent[prefix]
         );
-        present.extend(sent[..prefix].iter().cloned());
+        present.extend(sent[..prefix].iter().copied());
     }
-    for key in &record.acked {
+    for i in &record.acked {
         assert!(
-            present.contains(key),
-            "cycle {cycle}: acknowledged pipelined put {key} lost"
+            present.contains(i),
+            "cycle {cycle}: acknowledged pipelined put {i} lost"
         );
     }
 }
