@@ -118,10 +118,15 @@ pub fn read(path: &Path) -> Result<Snapshot, Corrupt> {
     if crc32c::crc32c(&bytes[..crc_at]) != u32_at(crc_at) {
         return Err(bad(crc_at, "checksum mismatch"));
     }
+    let (partition, lsn) = (u32_at(12), u64_at(16));
+    // The body in place: no second copy of a file that may hold gigabytes.
+    let mut body = bytes;
+    body.truncate(crc_at);
+    body.drain(..HEADER_BYTES);
     Ok(Snapshot {
-        partition: u32_at(12),
-        lsn: u64_at(16),
-        body: bytes[HEADER_BYTES..crc_at].to_vec(),
+        partition,
+        lsn,
+        body,
     })
 }
 

@@ -26,7 +26,19 @@ fn signal_fd() -> std::io::Result<OwnedFd> {
     }
 }
 
+/// Let glibc grow each malloc arena 64 MiB at a time (virtual; pages are committed as
+/// they are touched). A partition thread's arena otherwise grows 128 KiB per
+/// `mprotect`, thousands of calls while recovery rebuilds a partition of hundreds of
+/// MB (snapshot load of 250 000 rows of 1 KiB: 605-620 -> 499-518 ms).
+fn tune_allocator() {
+    // SAFETY: mallopt only sets an allocator parameter; called before any thread runs.
+    unsafe {
+        libc::mallopt(libc::M_TOP_PAD, 64 << 20);
+    }
+}
+
 fn main() {
+    tune_allocator();
     let config = Config::parse();
     let resolved = match config.resolve() {
         Ok(r) => r,
