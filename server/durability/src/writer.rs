@@ -3,9 +3,9 @@
 //!
 //! In `sync` mode a batch is flushed as soon as no flush is in flight, so a batch holds
 //! every record that arrived during the previous flush (group commit, pipelined: the
-//! partition keeps executing while a flush is in flight). While the partition has more
-//! calls queued than it ran in its last turn (its caller says so to [`LogWriter::poll`]),
-//! the batch keeps gathering for up to [`GroupCommit::max_delay`] or
+//! partition keeps executing while a flush is in flight). While the partition has
+//! calls queued that it can run (its caller says so to [`LogWriter::poll`]), the batch
+//! keeps gathering for up to [`GroupCommit::max_delay`] or
 //! [`GroupCommit::max_bytes`]: each flush costs the partition's core a fixed amount
 //! (the I/O submission, the device's doorbell, the completion interrupt), and under
 //! load the calls wait in the queue anyway, so larger batches buy throughput without
@@ -229,8 +229,8 @@ impl LogWriter {
     }
 
     /// Reap a finished flush and start the next one when the policy says so; never
-    /// blocks. `busy`: the caller has more calls queued than it ran in its last turn
-    /// (in `sync` mode the batch may then keep gathering, see [`GroupCommit`]).
+    /// blocks. `busy`: the caller has calls queued that it can run now (in `sync` mode
+    /// the batch may then keep gathering, see [`GroupCommit`]).
     /// Returns whether anything changed (the durable LSN moved or a flush began).
     pub fn poll(&mut self, busy: bool) -> bool {
         let mut progressed = false;
