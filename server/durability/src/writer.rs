@@ -217,22 +217,13 @@ impl LogWriter {
         Ok(lsn)
     }
 
-    /// Whether a flush could start now but may wait for more records if the caller
-    /// is busy (`sync` with a group delay, records waiting, no flush in flight): when
-    /// false, [`poll`](Self::poll) ignores its `busy` argument, so a caller need not
-    /// work it out.
-    pub fn may_defer(&self) -> bool {
-        matches!(self.policy, FlushPolicy::Sync(g) if !g.max_delay.is_zero())
-            && self.inflight.is_none()
-            && !self.batch.is_empty()
-            && self.failed.is_none()
-    }
-
     /// Reap a finished flush and start the next one when the policy says so; never
-    /// blocks. `busy`: the caller has calls queued that it can run now (in `sync` mode
-    /// the batch may then keep gathering, see [`GroupCommit`]).
-    /// Returns whether anything changed (the durable LSN moved or a flush began).
-    pub fn poll(&mut self, busy: bool) -> bool {
+    /// blocks. `busy` tells whether the caller has calls queued that it can run now (in
+    /// `sync` mode the batch may then keep gathering, see [`GroupCommit`]); it is asked
+    /// only when the answer decides, i.e. a flush could start, the batch is below its
+    /// byte limit and younger than the group delay. Returns whether anything changed
+    /// (the durable LSN moved or a flush began).
+    pub fn poll(&mut self, busy: impl FnOnce() -> bool) -> bool {
         let mut progressed = false;
         if self.inflight.is_some() {
             match self.file.poll() {
@@ -243,13 +234,16 @@ impl LogWriter {
                 None => return false,
             }
         }
+        if self.batch.is_empty() || self.failed.is_some() {
+            return progressed;
+        }
         let due = match self.policy {
             FlushPolicy::Sync(group) => {
-                !busy
-                    || self.batch.len() >= group.max_bytes
+                self.batch.len() >= group.max_bytes
                     || self
                         .batch_since
                         .is_some_and(|t| t.elapsed() >= group.max_delay)
+                    || !busy()
             }
             FlushPolicy::Async(every) => self.batch_since.is_some_and(|t| t.elapsed() >= every),
         };
@@ -374,9 +368,9 @@ mod tests {
     fn an_idle_partition_flushes_at_once_whatever_the_group_delay() {
         let (_dir, mut w) = writer(group(Duration::from_secs(3600), usize::MAX));
         w.append(1, 0, 0, "root", b"a").unwrap();
-        assert!(w.poll(false), "the flush starts");
+        assert!(w.poll(|| false), "the flush starts");
         assert!(w.flushing());
-        assert!(w.poll(false), "and is reaped");
+        assert!(w.poll(|| false), "and is reaped");
         assert_eq!(w.durable_lsn(), 1);
     }
 
@@ -388,14 +382,14 @@ mod tests {
             w.append(1, 0, 0, "root", b"0123456789").unwrap();
             appended += 1;
             if w.batch.len() < 200 {
-                assert!(!w.poll(true), "no flush while busy and small");
+                assert!(!w.poll(|| true), "no flush while busy and small");
                 assert!(!w.flushing());
                 assert_eq!(w.durable_lsn(), 0);
             }
         }
         assert!(appended > 1);
-        assert!(w.poll(true), "a full batch flushes although busy");
-        assert!(w.poll(true));
+        assert!(w.poll(|| true), "a full batch flushes although busy");
+        assert!(w.poll(|| true));
         assert_eq!(w.durable_lsn(), appended);
     }
 
@@ -407,7 +401,7 @@ mod tests {
         let appended = Instant::now();
         let mut polls = 0u64;
         while !w.flushing() {
-            w.poll(true);
+            w.poll(|| true);
             polls += 1;
         }
         assert!(
@@ -416,28 +410,41 @@ mod tests {
             appended.elapsed()
         );
         assert!(polls > 1);
-        w.poll(true);
+        w.poll(|| true);
         assert_eq!(w.durable_lsn(), 1);
+    }
+
+    /// A `busy` that must not be asked.
+    fn not_asked() -> bool {
+        panic!("busy was asked although it decides nothing")
     }
 
     #[test]
     fn eager_sync_flushes_even_when_busy() {
         let (_dir, mut w) = writer(FlushPolicy::SYNC_EAGER);
         w.append(1, 0, 0, "root", b"a").unwrap();
-        assert!(!w.may_defer(), "nothing to defer without a group delay");
-        assert!(w.poll(true));
+        assert!(w.poll(not_asked), "no group delay: flushed without asking");
         assert!(w.flushing());
     }
 
     #[test]
-    fn only_a_waiting_batch_may_be_deferred() {
+    fn busy_is_asked_only_when_a_flush_could_wait() {
         let (_dir, mut w) = writer(group(Duration::from_secs(3600), usize::MAX));
-        assert!(!w.may_defer(), "no records");
+        assert!(!w.poll(not_asked), "no records");
         w.append(1, 0, 0, "root", b"a").unwrap();
-        assert!(w.may_defer());
-        w.poll(false);
-        assert!(!w.may_defer(), "a flush in flight");
-        let (_dir, w) = writer(FlushPolicy::Async(Duration::from_secs(3600)));
-        assert!(!w.may_defer(), "async");
+        let mut asked = false;
+        assert!(w.poll(|| {
+            asked = true;
+            false
+        }));
+        assert!(asked, "a waiting batch asks");
+        w.append(1, 0, 0, "root", b"b").unwrap();
+        assert!(w.flushing());
+        // The first flush completes on this poll; the second waits for `busy`.
+        assert!(w.poll(|| true), "reaped");
+        assert!(!w.flushing(), "busy: the second batch gathers");
+        let (_dir, mut w) = writer(FlushPolicy::Async(Duration::from_secs(3600)));
+        w.append(1, 0, 0, "root", b"a").unwrap();
+        assert!(!w.poll(not_asked), "async never asks");
     }
 }

@@ -208,14 +208,7 @@ impl Durable {
     /// to gather more); it is asked only when the answer matters. Returns whether
     /// anything moved.
     pub fn poll(&mut self, busy: impl FnOnce() -> bool) -> bool {
-        let Some(w) = self.writer.as_mut() else {
-            return false;
-        };
-        // Reap a finished flush first (starting the next only if it is due however busy
-        // the partition is), then decide on the next with `busy` if it matters.
-        let reaped = w.flushing() && w.poll(true);
-        let busy = w.may_defer() && busy();
-        w.poll(busy) | reaped
+        self.writer.as_mut().is_some_and(|w| w.poll(busy))
     }
 
     /// Whether the loop must come back soon without being woken: a flush is in

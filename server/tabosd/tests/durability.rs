@@ -234,7 +234,7 @@ fn replay_reproduces_the_state_digest_of_random_workloads() {
             node.random_op(&mut rng, step);
             if step % 7 == 0 {
                 for w in &mut node.writers {
-                    w.poll(false);
+                    w.poll(|| false);
                 }
             }
             if seed % 2 == 1 && step == 200 {
@@ -302,7 +302,7 @@ fn a_power_loss_keeps_every_acknowledged_write_and_recovers_a_prefix() {
             if rng.gen_bool(0.3) {
                 let busy = rng.gen_bool(0.7);
                 for w in &mut node.writers {
-                    w.poll(busy);
+                    w.poll(|| busy);
                 }
             }
         }
@@ -426,13 +426,13 @@ fn a_failed_flush_fails_the_writer_for_good() {
     )
     .unwrap();
     w.append(1, 0, 0, "root", b"a").unwrap();
-    w.poll(false);
-    w.poll(false);
+    w.poll(|| false);
+    w.poll(|| false);
     assert_eq!(w.durable_lsn(), 1);
     w.append(1, 0, 0, "root", b"b").unwrap();
     disk.fail_next_flush();
-    w.poll(false); // starts the flush
-    w.poll(false); // reaps the failure
+    w.poll(|| false); // starts the flush
+    w.poll(|| false); // reaps the failure
     assert_eq!(w.durable_lsn(), 1, "nothing acknowledged past the failure");
     let why = w.failed().expect("failed").to_string();
     assert!(why.contains("injected") && why.contains("log-"), "{why}");
