@@ -258,18 +258,19 @@ pub struct Resolved {
 }
 
 impl Config {
-    /// When the command log is flushed (`--durability sync` or `async`).
-    pub fn flush_policy(&self) -> tabos_durability::FlushPolicy {
+    /// When the command log is flushed; `None` with `--durability off` (no log).
+    pub fn flush_policy(&self) -> Option<tabos_durability::FlushPolicy> {
         use tabos_durability::{FlushPolicy, GroupCommit};
-        match self.durability {
+        Some(match self.durability {
+            Durability::Off => return None,
             Durability::Async => {
                 FlushPolicy::Async(std::time::Duration::from_millis(self.log_flush_ms))
             }
-            Durability::Sync | Durability::Off => FlushPolicy::Sync(GroupCommit {
+            Durability::Sync => FlushPolicy::Sync(GroupCommit {
                 max_delay: std::time::Duration::from_micros(self.group_commit_us),
                 max_bytes: GroupCommit::MAX_BYTES,
             }),
-        }
+        })
     }
 
     /// Fill in defaults and check every setting; the error says what to change.
@@ -502,24 +503,26 @@ mod tests {
         let base = Config::parse_from(["tabosd"]);
         assert_eq!(
             base.flush_policy(),
-            FlushPolicy::Sync(GroupCommit {
+            Some(FlushPolicy::Sync(GroupCommit {
                 max_delay: Duration::from_micros(500),
                 max_bytes: GroupCommit::MAX_BYTES,
-            })
+            }))
         );
         let eager = Config::parse_from(["tabosd", "--group-commit-us", "0"]);
         assert_eq!(
             eager.flush_policy(),
-            FlushPolicy::Sync(GroupCommit {
+            Some(FlushPolicy::Sync(GroupCommit {
                 max_delay: Duration::ZERO,
                 max_bytes: GroupCommit::MAX_BYTES,
-            })
+            }))
         );
         let asynch = Config::parse_from(["tabosd", "--durability", "async"]);
         assert_eq!(
             asynch.flush_policy(),
-            FlushPolicy::Async(Duration::from_millis(10))
+            Some(FlushPolicy::Async(Duration::from_millis(10)))
         );
+        let off = Config::parse_from(["tabosd", "--durability", "off"]);
+        assert_eq!(off.flush_policy(), None);
         let err = Config {
             group_commit_us: 100_001,
             ..base

@@ -102,20 +102,23 @@ impl Durable {
         }
     }
 
-    /// Log into partition directory `dir`, continuing after `last_lsn` (what recovery
-    /// restored).
+    /// Log into partition directory `dir` with `policy` (`None`: `--durability off`,
+    /// nothing logged), continuing after `last_lsn` (what recovery restored).
     pub fn open(
         dir: &Path,
         partition: u32,
-        mode: Durability,
-        policy: FlushPolicy,
+        policy: Option<FlushPolicy>,
         snapshot_every_bytes: u64,
         last_lsn: u64,
         io_worker_cpus: Vec<usize>,
     ) -> io::Result<Durable> {
-        if mode == Durability::Off {
+        let Some(policy) = policy else {
             return Ok(Durable::off(partition));
-        }
+        };
+        let mode = match policy {
+            FlushPolicy::Sync(_) => Durability::Sync,
+            FlushPolicy::Async(_) => Durability::Async,
+        };
         // Test-only hook: fail every log flush after the first N (fail-stop tests).
         let disk: Box<dyn tabos_durability::LogDir> =
             match std::env::var("TABOS_FAULT_LOG_FAIL_AFTER").map(|v| v.parse::<u64>()) {

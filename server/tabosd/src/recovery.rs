@@ -196,7 +196,6 @@ pub fn recover_node(
                     let durable = Durable::open(
                         &dir,
                         id,
-                        config.durability,
                         config.flush_policy(),
                         config.snapshot_every_mib.saturating_mul(1 << 20),
                         report.last_lsn,
