@@ -134,12 +134,7 @@ fn child_main<F: FnOnce(&mut Vec<u8>)>(
         libc::close_range(keep + 1, libc::c_uint::MAX, 0);
     }
     if !cpus.is_empty() {
-        // SAFETY: a zeroed cpu_set_t is an empty set.
-        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-        for &cpu in cpus.iter().filter(|&&c| c < libc::CPU_SETSIZE as usize) {
-            // SAFETY: `set` is a valid cpu_set_t and `cpu` is in range.
-            unsafe { libc::CPU_SET(cpu, &mut set) };
-        }
+        let set = crate::disk::cpu_set(cpus);
         // SAFETY: `set` outlives the call; pid 0 is this (single-threaded) process.
         // Best effort: a child left on the partition's core is slower, not wrong.
         unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) };

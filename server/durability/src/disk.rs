@@ -94,6 +94,17 @@ pub fn read_whole(path: &Path) -> io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// The CPU set holding `cpus` (those beyond `CPU_SETSIZE` are left out).
+pub(crate) fn cpu_set(cpus: &[usize]) -> libc::cpu_set_t {
+    // SAFETY: a zeroed cpu_set_t is an empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &cpu in cpus.iter().filter(|&&c| c < libc::CPU_SETSIZE as usize) {
+        // SAFETY: `set` is a valid cpu_set_t and `cpu` is in range.
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+    }
+    set
+}
+
 /// `fsync` a directory so entries created or renamed in it survive a power loss.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
@@ -339,14 +350,7 @@ impl UringFile {
         let Some(cpus) = self.worker_cpus.take() else {
             return;
         };
-        // SAFETY: a zeroed cpu_set_t is an empty set.
-        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-        for &cpu in &cpus {
-            if cpu < libc::CPU_SETSIZE as usize {
-                // SAFETY: `set` is a valid cpu_set_t and `cpu` is in range.
-                unsafe { libc::CPU_SET(cpu, &mut set) };
-            }
-        }
+        let set = cpu_set(&cpus);
         // Best effort: workers that may run anywhere are still correct.
         if let Err(e) = self.ring.submitter().register_iowq_aff(&set) {
             eprintln!("tabosd: could not keep the log's io_uring workers on cpus {cpus:?}: {e}");

@@ -119,7 +119,8 @@ pub fn read(path: &Path) -> Result<Snapshot, Corrupt> {
         return Err(bad(crc_at, "checksum mismatch"));
     }
     let (partition, lsn) = (u32_at(12), u64_at(16));
-    // The body in place: no second copy of a file that may hold gigabytes.
+    // The body in the file's buffer (moved down by the header): no second allocation
+    // of a file that may hold gigabytes.
     let mut body = bytes;
     body.truncate(crc_at);
     body.drain(..HEADER_BYTES);
