@@ -252,12 +252,11 @@ mod tests {
     fn a_child_writes_the_snapshot_it_encodes_from_the_state_at_the_fork() {
         let dir = tempfile::tempdir().unwrap();
         let mut state = b"state at the fork".to_vec();
-        let encode_from = state.clone();
-        let mut child = spawn(dir.path(), 4, 99, &[], |out| {
-            out.extend_from_slice(&encode_from)
-        })
-        .unwrap();
-        state.clear(); // the parent goes on changing its memory
+        let mut child = spawn(dir.path(), 4, 99, &[], |out| out.extend_from_slice(&state)).unwrap();
+        // The parent changes the very memory the child encodes from: the child's copy
+        // keeps what it held at the fork (a thread sharing it could see either).
+        state.clear();
+        state.extend_from_slice(b"changed after the fork");
         let (path, bytes) = child.wait().unwrap();
         let snap = crate::snapshot::read(&path).unwrap();
         assert_eq!((snap.partition, snap.lsn), (4, 99));
